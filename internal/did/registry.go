@@ -33,8 +33,9 @@ func docKey(id string) []byte   { return append([]byte("d/"), id...) }
 // Registry keeps key events, materialised key states and DID documents in the store and resolves
 // keys from them. It is safe for concurrent use.
 type Registry struct {
-	db  *store.DB
-	now func() time.Time
+	db       *store.DB
+	now      func() time.Time
+	onChange ChangeFunc
 
 	// states caches the materialised state of each DID read or written, so that key resolution on
 	// the verification hot path costs a map lookup. States are immutable once built (Apply copies),
@@ -64,10 +65,18 @@ func (r *Registry) remember(st *State) {
 	r.states[st.DID] = st
 }
 
+// ChangeFunc is told, inside the transaction that makes the change, of a public document (key
+// event or DID document) stored or, when removed is set, replaced by a newer one. issued is the
+// document's own time. An error aborts the transaction.
+type ChangeFunc func(tx *store.Txn, doc []byte, issued time.Time, removed bool) error
+
 // Config configures a Registry.
 type Config struct {
 	// Now is the clock; nil means time.Now. Tests set it to make key validity deterministic.
 	Now func() time.Time
+	// OnChange, when set, keeps an index of the public documents (the network's reconciliation
+	// set) in the same transaction as the documents themselves, so the two never disagree.
+	OnChange ChangeFunc
 }
 
 // New returns a Registry over db.
@@ -78,7 +87,7 @@ func New(cfg Config, db *store.DB) (*Registry, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Registry{db: db, now: cfg.Now, states: map[string]*State{}}, nil
+	return &Registry{db: db, now: cfg.Now, onChange: cfg.OnChange, states: map[string]*State{}}, nil
 }
 
 // AddEvent verifies a compact key event against the stored state of its DID and, if it is new,
@@ -126,7 +135,7 @@ func (r *Registry) AddEvent(ctx context.Context, compact []byte) (st *State, add
 			return err
 		}
 		st, added = next, true
-		return nil
+		return r.changed(tx, compact, time.Unix(ev.Time, 0), false)
 	})
 	if err != nil {
 		return nil, false, err
@@ -245,16 +254,29 @@ func (r *Registry) PutDocument(ctx context.Context, compact []byte) (*Document, 
 			if od.KeyEventSeq > doc.KeyEventSeq || (od.KeyEventSeq == doc.KeyEventSeq && od.Updated >= doc.Updated) {
 				return nil
 			}
+			if err := r.changed(tx, held, time.Unix(od.Updated, 0), true); err != nil {
+				return err
+			}
 		} else if !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
 		stored = true
-		return tx.Set(ns, docKey(head.ID), compact)
+		if err := tx.Set(ns, docKey(head.ID), compact); err != nil {
+			return err
+		}
+		return r.changed(tx, compact, time.Unix(doc.Updated, 0), false)
 	})
 	if err != nil {
 		return nil, false, err
 	}
 	return doc, stored, nil
+}
+
+func (r *Registry) changed(tx *store.Txn, doc []byte, issued time.Time, removed bool) error {
+	if r.onChange == nil {
+		return nil
+	}
+	return r.onChange(tx, doc, issued, removed)
 }
 
 // Document returns the latest stored DID document of id and its compact form.

@@ -37,10 +37,16 @@ type Store struct {
 	db       *store.DB
 	verifier *Verifier
 	now      func() time.Time
+	onChange ChangeFunc
 
 	mu    sync.Mutex // serialises writes
 	cache sync.Map   // list id → Bits, the newest held
 }
+
+// ChangeFunc is told, inside the transaction that makes the change, of a credential stored or,
+// when removed is set, of a status list replaced by a newer one. issued is the credential's issue
+// time. An error aborts the transaction.
+type ChangeFunc func(tx *store.Txn, doc []byte, issued time.Time, removed bool) error
 
 // StoreConfig configures a Store.
 type StoreConfig struct {
@@ -48,6 +54,9 @@ type StoreConfig struct {
 	Anchors TrustAnchors
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// OnChange, when set, keeps an index of the public documents (the network's reconciliation
+	// set) in the same transaction as the credentials themselves, so the two never disagree.
+	OnChange ChangeFunc
 }
 
 // NewStore returns a Store over db that verifies with keys.
@@ -58,7 +67,7 @@ func NewStore(cfg StoreConfig, db *store.DB, keys KeyResolver) (*Store, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Store{db: db, now: cfg.Now}
+	s := &Store{db: db, now: cfg.Now, onChange: cfg.OnChange}
 	s.verifier = NewVerifier(VerifierConfig{Anchors: cfg.Anchors, Now: cfg.Now}, keys, s)
 	return s, nil
 }
@@ -112,6 +121,9 @@ func (s *Store) add(ctx context.Context, compact []byte) (*Credential, bool, err
 			return err
 		}
 		added = true
+		if err := s.changed(tx, compact, c.IssuedAt, false); err != nil {
+			return err
+		}
 		return indexCredential(tx, c)
 	})
 	return c, added, err
@@ -140,10 +152,16 @@ func (s *Store) addStatusList(ctx context.Context, c *Credential) (*Credential, 
 			if c.IssuedAt.Before(prev.IssuedAt) || !bits.Covers(old) {
 				return fmt.Errorf("%w: %s issued %s", ErrRollback, c.ID, c.IssuedAt.UTC().Format(time.RFC3339))
 			}
+			if err := s.changed(tx, held, prev.IssuedAt, true); err != nil {
+				return err
+			}
 		} else if !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
 		if err := tx.Set(nsVC, listKey(c.ID), c.JWT); err != nil {
+			return err
+		}
+		if err := s.changed(tx, c.JWT, c.IssuedAt, false); err != nil {
 			return err
 		}
 		added = true
@@ -175,6 +193,13 @@ func (s *Store) addStatusList(ctx context.Context, c *Credential) (*Credential, 
 		s.cache.Store(c.ID, bits)
 	}
 	return c, added, err
+}
+
+func (s *Store) changed(tx *store.Txn, doc []byte, issued time.Time, removed bool) error {
+	if s.onChange == nil {
+		return nil
+	}
+	return s.onChange(tx, doc, issued, removed)
 }
 
 // StatusBits returns the revocation bits of the newest status list held with that id.
