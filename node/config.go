@@ -20,8 +20,17 @@ type Config struct {
 	// APIAddr is where the internal API listens (gRPC, gRPC-Web and JSON over HTTP on one port).
 	// Loopback by default: binding elsewhere requires APIToken, so it is never open by accident.
 	APIAddr string
-	// P2PAddr is the libp2p listen multiaddr for peers.
+	// P2PAddr is the libp2p listen multiaddr for peers. A TCP address /ip4/A/tcp/N also listens on
+	// QUIC at /ip4/A/udp/N/quic-v1.
 	P2PAddr string
+	// AnnounceAddrs replace the listen addresses in what peers are told (behind NAT, in containers).
+	AnnounceAddrs []string
+	// Bootstrap are peers to dial at start: multiaddrs ending in /p2p/<peer id>.
+	Bootstrap []string
+	// MembershipAddr is where memberlist listens (host:port); empty turns membership off.
+	MembershipAddr string
+	// SyncInterval is the mean time between reconciliation rounds; zero means the default.
+	SyncInterval time.Duration
 	// APIToken is the bearer token the internal API requires. A secret: from the environment
 	// (SCHAKEL_API_TOKEN) or a file (api_token_file), never a flag.
 	APIToken string
@@ -68,6 +77,31 @@ func (c *Config) setDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+}
+
+// listenAddrs are the libp2p listen addresses: P2PAddr and, for a TCP address, QUIC on the same
+// port number.
+func (c Config) listenAddrs() []string {
+	addrs := []string{c.P2PAddr}
+	m, err := ma.NewMultiaddr(c.P2PAddr)
+	if err != nil {
+		return addrs
+	}
+	var ip, port string
+	for _, p := range []int{ma.P_IP4, ma.P_IP6} {
+		if v, err := m.ValueForProtocol(p); err == nil {
+			ip = "/" + ma.ProtocolWithCode(p).Name + "/" + v
+		}
+	}
+	if v, err := m.ValueForProtocol(ma.P_TCP); err == nil {
+		port = v
+	}
+	if ip != "" && port != "" && port != "0" {
+		addrs = append(addrs, ip+"/udp/"+port+"/quic-v1")
+	} else if ip != "" && port == "0" {
+		addrs = append(addrs, ip+"/udp/0/quic-v1")
+	}
+	return addrs
 }
 
 // Validate checks the configuration before anything starts, naming the first bad setting.

@@ -14,11 +14,13 @@ import (
 	"connectrpc.com/connect"
 	p2pcrypto "github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/schakel-health/schakel/crypto"
 	"github.com/schakel-health/schakel/internal/accesslog"
 	"github.com/schakel-health/schakel/internal/api"
 	"github.com/schakel-health/schakel/internal/did"
+	"github.com/schakel-health/schakel/internal/network"
 	"github.com/schakel-health/schakel/internal/store"
 	"github.com/schakel-health/schakel/internal/vc"
 )
@@ -98,13 +100,15 @@ type Node struct {
 	log    *slog.Logger
 	peerID peer.ID
 
-	db    *store.DB
-	keys  crypto.KeyStore
-	dids  *did.Registry
-	creds *vc.Store
-	api   *api.Server
-	orgs  *orgs
-	logs  logs
+	db      *store.DB
+	keys    crypto.KeyStore
+	dids    *did.Registry
+	creds   *vc.Store
+	catalog *network.Catalog
+	net     *network.Network
+	api     *api.Server
+	orgs    *orgs
+	logs    logs
 
 	started time.Time
 	// life bounds the background work of subsystems started after Start (access logs of
@@ -153,22 +157,44 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	if n.dids, err = did.New(did.Config{Now: cfg.Now}, n.db); err != nil {
+	registry := prometheus.NewRegistry()
+	if n.catalog, err = network.NewCatalog(n.db); err != nil {
+		n.db.Close()
+		return nil, err
+	}
+	if n.dids, err = did.New(did.Config{Now: cfg.Now, OnChange: n.catalog.OnChange}, n.db); err != nil {
 		n.db.Close()
 		return nil, err
 	}
 	n.creds, err = vc.NewStore(vc.StoreConfig{
-		Anchors: vc.TrustAnchors{vc.OrganizationCredential: cfg.TrustedRegisters},
-		Now:     cfg.Now,
+		Anchors:  vc.TrustAnchors{vc.OrganizationCredential: cfg.TrustedRegisters},
+		Now:      cfg.Now,
+		OnChange: n.catalog.OnChange,
 	}, n.db, n.dids)
+	if err != nil {
+		n.db.Close()
+		return nil, err
+	}
+	n.net, err = network.New(network.Config{
+		Key:            peerKey,
+		ListenAddrs:    cfg.listenAddrs(),
+		AnnounceAddrs:  cfg.AnnounceAddrs,
+		Bootstrap:      cfg.Bootstrap,
+		MembershipAddr: cfg.MembershipAddr,
+		SyncInterval:   cfg.SyncInterval,
+		Logger:         logger.With("subsystem", "network"),
+		Registerer:     registry,
+		Now:            cfg.Now,
+	}, n.catalog, &peerBackend{n: n})
 	if err != nil {
 		n.db.Close()
 		return nil, err
 	}
 	n.orgs = &orgs{db: n.db, keys: n.keys, dids: n.dids, creds: n.creds, peerID: n.peerID, now: cfg.Now, validity: cfg.CredentialValidity}
 	registerErrors()
-	n.api, err = api.New(api.Config{Addr: cfg.APIAddr, Token: cfg.APIToken, TLSCert: cfg.APITLSCert, TLSKey: cfg.APITLSKey, ClientCA: cfg.APIClientCA}, n, logger.With("subsystem", "api"))
+	n.api, err = api.New(api.Config{Registry: registry, Addr: cfg.APIAddr, Token: cfg.APIToken, TLSCert: cfg.APITLSCert, TLSKey: cfg.APITLSKey, ClientCA: cfg.APIClientCA}, n, logger.With("subsystem", "api"))
 	if err != nil {
+		n.net.Close()
 		n.db.Close()
 		return nil, err
 	}
@@ -187,15 +213,21 @@ func (n *Node) Start(ctx context.Context) error {
 			return fmt.Errorf("open access log of %s: %w", h.DID, err)
 		}
 	}
+	if err := n.net.Start(n.life); err != nil {
+		return fmt.Errorf("start network: %w", err)
+	}
 	if err := n.api.Start(ctx); err != nil {
 		return fmt.Errorf("start api: %w", err)
 	}
-	n.log.Info("node started", "peer_id", n.peerID.String(), "api", n.api.Addr().String())
+	n.log.Info("node started", "peer_id", n.peerID.String(), "api", n.api.Addr().String(), "p2p", n.net.Addrs())
 	return nil
 }
 
 // APIAddr is the address the internal API listens on (useful with port 0).
 func (n *Node) APIAddr() net.Addr { return n.api.Addr() }
+
+// Network is the node's presence on the peer-to-peer network.
+func (n *Node) Network() *network.Network { return n.net }
 
 // PeerID is the node's libp2p identity.
 func (n *Node) PeerID() peer.ID { return n.peerID }
@@ -210,6 +242,7 @@ func (n *Node) Close(ctx context.Context) error {
 	}
 	n.closed = true
 	err := n.api.Close(ctx)
+	err = errors.Join(err, n.net.Close())
 	err = errors.Join(err, n.closeLogs(ctx))
 	n.endLife()
 	return errors.Join(err, n.db.Close())

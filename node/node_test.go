@@ -62,6 +62,7 @@ func newNode(t *testing.T, trusted ...string) *Node {
 	cfg := DefaultConfig()
 	cfg.InMemory = true
 	cfg.APIAddr = "127.0.0.1:0"
+	cfg.P2PAddr = "/ip4/127.0.0.1/tcp/0"
 	cfg.TrustedRegisters = trusted
 	n, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {

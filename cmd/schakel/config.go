@@ -30,6 +30,10 @@ type fileConfig struct {
 	TrustedRegisters   []string `yaml:"trusted_registers"`
 	CredentialValidity string   `yaml:"credential_validity"`
 	LogLevel           string   `yaml:"log_level"`
+	Bootstrap          []string `yaml:"bootstrap"`
+	AnnounceAddrs      []string `yaml:"announce_addrs"`
+	MembershipAddr     string   `yaml:"membership_addr"`
+	SyncInterval       string   `yaml:"sync_interval"`
 }
 
 // maxConfigSize bounds the configuration file.
@@ -96,13 +100,24 @@ func loadSettings(flags *pflag.FlagSet) (settings, error) {
 		{"SCHAKEL_API_CLIENT_CA", &fc.APIClientCA},
 		{"SCHAKEL_CREDENTIAL_VALIDITY", &fc.CredentialValidity},
 		{"SCHAKEL_LOG_LEVEL", &fc.LogLevel},
+		{"SCHAKEL_MEMBERSHIP_ADDR", &fc.MembershipAddr},
+		{"SCHAKEL_SYNC_INTERVAL", &fc.SyncInterval},
 	} {
 		if v, ok := envLookup(e.env); ok {
 			*e.dst = v
 		}
 	}
-	if v, ok := envLookup("SCHAKEL_TRUSTED_REGISTERS"); ok {
-		fc.TrustedRegisters = splitList(v)
+	for _, e := range []struct {
+		env string
+		dst *[]string
+	}{
+		{"SCHAKEL_TRUSTED_REGISTERS", &fc.TrustedRegisters},
+		{"SCHAKEL_BOOTSTRAP", &fc.Bootstrap},
+		{"SCHAKEL_ANNOUNCE_ADDRS", &fc.AnnounceAddrs},
+	} {
+		if v, ok := envLookup(e.env); ok {
+			*e.dst = splitList(v)
+		}
 	}
 	// Flags over environment.
 	for _, f := range []struct {
@@ -117,13 +132,24 @@ func loadSettings(flags *pflag.FlagSet) (settings, error) {
 		{"api-tls-cert", &fc.APITLSCert},
 		{"api-tls-key", &fc.APITLSKey},
 		{"api-client-ca", &fc.APIClientCA},
+		{"membership-addr", &fc.MembershipAddr},
+		{"sync-interval", &fc.SyncInterval},
 	} {
 		if fl := flags.Lookup(f.flag); fl != nil && fl.Changed {
 			*f.dst = fl.Value.String()
 		}
 	}
-	if fl := flags.Lookup("trusted-register"); fl != nil && fl.Changed {
-		fc.TrustedRegisters, _ = flags.GetStringSlice("trusted-register")
+	for _, f := range []struct {
+		flag string
+		dst  *[]string
+	}{
+		{"trusted-register", &fc.TrustedRegisters},
+		{"bootstrap", &fc.Bootstrap},
+		{"announce-addr", &fc.AnnounceAddrs},
+	} {
+		if fl := flags.Lookup(f.flag); fl != nil && fl.Changed {
+			*f.dst, _ = flags.GetStringSlice(f.flag)
+		}
 	}
 	return s, s.apply(fc)
 }
@@ -139,6 +165,14 @@ func (s *settings) apply(fc fileConfig) error {
 		s.node.P2PAddr = fc.P2PAddr
 	}
 	s.node.TrustedRegisters = fc.TrustedRegisters
+	s.node.Bootstrap, s.node.AnnounceAddrs, s.node.MembershipAddr = fc.Bootstrap, fc.AnnounceAddrs, fc.MembershipAddr
+	if fc.SyncInterval != "" {
+		d, err := time.ParseDuration(fc.SyncInterval)
+		if err != nil {
+			return fmt.Errorf("config: sync_interval: %w", err)
+		}
+		s.node.SyncInterval = d
+	}
 	s.node.APITLSCert, s.node.APITLSKey, s.node.APIClientCA = fc.APITLSCert, fc.APITLSKey, fc.APIClientCA
 	if fc.CredentialValidity != "" {
 		d, err := time.ParseDuration(fc.CredentialValidity)

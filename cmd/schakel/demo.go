@@ -62,14 +62,15 @@ type demo struct {
 	exports string // where access-log exports go; under dir when empty
 	step    int
 
-	reg  *register.Register
-	n    *node.Node
-	c    *client
-	orgs map[string]string // short name → DID
-	ocs  map[string]string // short name → organisation credential id
+	reg   *register.Register
+	n     *node.Node
+	c     *client
+	orgs  map[string]string // short name → DID
+	ocs   map[string]string // short name → organisation credential id
+	peers []*peerNode       // the further nodes of the network
 }
 
-const demoSteps = 15
+const demoSteps = 19
 
 // demoBSN is a test BSN that passes the 11-proof.
 const demoBSN = "111222333"
@@ -110,6 +111,9 @@ func (d *demo) startNode(ctx context.Context) error {
 func (d *demo) play(ctx context.Context) error {
 	d.orgs, d.ocs = map[string]string{}, map[string]string{}
 	defer func() {
+		for _, p := range d.peers {
+			p.n.Close(context.Background())
+		}
 		if d.n != nil {
 			d.n.Close(context.Background())
 		}
@@ -130,6 +134,10 @@ func (d *demo) play(ctx context.Context) error {
 		{"The GP practice rotates its key: what it signed before still verifies", d.stepRotate},
 		{"The register revokes the pharmacy's credential: verification and the directory refuse it", d.stepRevoke},
 		{"The node restarts: organisations, credentials and the revocation are all still there", d.stepRestart},
+		{"A second node, the GP out-of-hours post's, joins: the register admits it, both nodes admit each other", d.stepSecondNode},
+		{"An insurer's node tries to join the network without an organisation credential: refused at the door", d.stepInsurerNode},
+		{"The hospital updates its registration: gossip carries it to the second node", d.stepGossip},
+		{"The second node is offline while the GP practice publishes, then returns and catches up", d.stepCatchUp},
 		{"The hospital reads a patient's medication at the GP practice; the GP's node logs each access", d.stepRecord},
 		{"The patient asks the GP practice who looked at their data (the question is logged too)", d.stepPatientView},
 		{"An auditor exports the GP practice's access log and verifies it offline", d.stepExport},

@@ -15,6 +15,7 @@ import (
 // use and MUST honour ctx, which is cancelled when the caller goes away.
 type Backend interface {
 	GetNodeInfo(ctx context.Context, req *schakelv1.GetNodeInfoRequest) (*schakelv1.GetNodeInfoResponse, error)
+	ListPeers(ctx context.Context, req *schakelv1.ListPeersRequest) (*schakelv1.ListPeersResponse, error)
 
 	CreateOrganization(ctx context.Context, req *schakelv1.CreateOrganizationRequest) (*schakelv1.CreateOrganizationResponse, error)
 	ListOrganizations(ctx context.Context, req *schakelv1.ListOrganizationsRequest) (*schakelv1.ListOrganizationsResponse, error)

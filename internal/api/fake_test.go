@@ -51,6 +51,13 @@ func (f *fakeBackend) GetNodeInfo(ctx context.Context, _ *schakelv1.GetNodeInfoR
 	return &schakelv1.GetNodeInfoResponse{Version: "test-version", PeerId: "12D3KooWtest", Organizations: []string{"did:schakel:a"}}, nil
 }
 
+func (f *fakeBackend) ListPeers(context.Context, *schakelv1.ListPeersRequest) (*schakelv1.ListPeersResponse, error) {
+	if err := f.called(); err != nil {
+		return nil, err
+	}
+	return &schakelv1.ListPeersResponse{}, nil
+}
+
 func (f *fakeBackend) CreateOrganization(_ context.Context, req *schakelv1.CreateOrganizationRequest) (*schakelv1.CreateOrganizationResponse, error) {
 	if err := f.called(); err != nil {
 		return nil, err

@@ -38,6 +38,10 @@ func (h *rpc) GetNodeInfo(ctx context.Context, req *connect.Request[schakelv1.Ge
 	return handle(ctx, h, req, h.b.GetNodeInfo)
 }
 
+func (h *rpc) ListPeers(ctx context.Context, req *connect.Request[schakelv1.ListPeersRequest]) (*connect.Response[schakelv1.ListPeersResponse], error) {
+	return handle(ctx, h, req, h.b.ListPeers)
+}
+
 func (h *rpc) CreateOrganization(ctx context.Context, req *connect.Request[schakelv1.CreateOrganizationRequest]) (*connect.Response[schakelv1.CreateOrganizationResponse], error) {
 	return handle(ctx, h, req, h.b.CreateOrganization)
 }

@@ -419,11 +419,18 @@ func (db *DB) Update(ctx context.Context, fn func(tx *Txn) error) error {
 func (db *DB) updateOnce(ctx context.Context, fn func(tx *Txn) error) error {
 	btx := db.bdb.NewTransaction(true)
 	defer btx.Discard()
-	if err := fn(&Txn{ctx: ctx, tx: btx, db: db}); err != nil {
+	tx := &Txn{ctx: ctx, tx: btx, db: db}
+	if err := fn(tx); err != nil {
 		return err
 	}
 	err := btx.Commit()
-	if err == nil || errors.Is(err, badger.ErrConflict) {
+	if err == nil {
+		for _, f := range tx.committed {
+			f()
+		}
+		return nil
+	}
+	if errors.Is(err, badger.ErrConflict) {
 		return err
 	}
 	return fmt.Errorf("store: update: commit: %w", err)

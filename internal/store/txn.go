@@ -16,10 +16,20 @@ var ErrStop = errors.New("stop iteration")
 // Txn is a transaction over namespaced keys, valid only inside the View or Update function it was
 // passed to. A Txn is not safe for concurrent use.
 type Txn struct {
-	ctx context.Context
-	tx  *badger.Txn
-	db  *DB
+	ctx       context.Context
+	tx        *badger.Txn
+	db        *DB
+	committed []func()
 }
+
+// Context returns the context the transaction runs under.
+func (t *Txn) Context() context.Context { return t.ctx }
+
+// OnCommit registers f to run once this transaction has committed durably, in the goroutine
+// that called Update, before Update returns; not at all when the attempt fails or conflicts (a
+// retry runs the Update function again, which registers again). It is for effects outside the
+// store that must follow a write, never precede it, such as announcing a stored document.
+func (t *Txn) OnCommit(f func()) { t.committed = append(t.committed, f) }
 
 // Get returns a copy of the value of key in ns. It returns ErrNotFound, unwrapped, when the key
 // does not exist, was deleted or has expired. An empty value may come back as nil.

@@ -424,3 +424,44 @@ func TestUpdateConcurrentIncrements(t *testing.T) {
 	}
 	t.Logf("%d of %d increments committed", committed, workers*each)
 }
+
+// TestOnCommit checks that commit callbacks run after a successful commit only, once per
+// successful attempt, and never for a failed or read-only transaction.
+func TestOnCommit(t *testing.T) {
+	db := openMem(t, Config{})
+	ns := MustNamespace("oncommit")
+	ran := 0
+	if err := db.Update(t.Context(), func(tx *Txn) error {
+		tx.OnCommit(func() {
+			rtx := db.Badger().NewTransaction(false)
+			defer rtx.Discard()
+			if _, err := rtx.Get(ns.Key([]byte("k"))); err != nil {
+				t.Errorf("callback ran before the write was visible: %v", err)
+			}
+			ran++
+		})
+		return tx.Set(ns, []byte("k"), []byte("v"))
+	}); err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	if ran != 1 {
+		t.Fatalf("callback ran %d times, want 1", ran)
+	}
+	if err := db.Update(t.Context(), func(tx *Txn) error {
+		tx.OnCommit(func() { ran++ })
+		return errors.New("abort")
+	}); err == nil {
+		t.Fatal("Update with an error succeeded")
+	}
+	if ran != 1 {
+		t.Fatalf("callback of a failed transaction ran")
+	}
+	if got := db.View(t.Context(), func(tx *Txn) error {
+		if tx.Context() == nil {
+			t.Error("Context() is nil")
+		}
+		return nil
+	}); got != nil {
+		t.Fatalf("View: %v", got)
+	}
+}

@@ -100,8 +100,16 @@ func validName(s string) bool {
 // The checkpoint's origin MUST equal the verifier's name, as docs/ACCESSLOG.md requires.
 // Errors wrap ErrCheckpoint, and ErrSignature when the log's signature is missing or invalid.
 func OpenCheckpoint(signedNote []byte, verifier note.Verifier) (Checkpoint, error) {
+	c, _, err := OpenCheckpointNote(signedNote, verifier)
+	return c, err
+}
+
+// OpenCheckpointNote is OpenCheckpoint that also returns the opened note: its Sigs hold the
+// log's signature, its UnverifiedSigs every other line, such as cosignatures for a caller to
+// check (Witnesses.Count) or to drop.
+func OpenCheckpointNote(signedNote []byte, verifier note.Verifier) (Checkpoint, *note.Note, error) {
 	if len(signedNote) > MaxCheckpointSize {
-		return Checkpoint{}, fmt.Errorf("%w: %d bytes exceeds %d", ErrCheckpoint, len(signedNote), MaxCheckpointSize)
+		return Checkpoint{}, nil, fmt.Errorf("%w: %d bytes exceeds %d", ErrCheckpoint, len(signedNote), MaxCheckpointSize)
 	}
 	n, err := note.Open(signedNote, note.VerifierList(verifier))
 	if err != nil {
@@ -109,20 +117,20 @@ func OpenCheckpoint(signedNote []byte, verifier note.Verifier) (Checkpoint, erro
 		var invalid *note.InvalidSignatureError
 		switch {
 		case errors.As(err, &unverified):
-			return Checkpoint{}, fmt.Errorf("%w: %w: no signature by %s+%08x", ErrCheckpoint, ErrSignature, verifier.Name(), verifier.KeyHash())
+			return Checkpoint{}, nil, fmt.Errorf("%w: %w: no signature by %s+%08x", ErrCheckpoint, ErrSignature, verifier.Name(), verifier.KeyHash())
 		case errors.As(err, &invalid):
-			return Checkpoint{}, fmt.Errorf("%w: %w: %v", ErrCheckpoint, ErrSignature, err)
+			return Checkpoint{}, nil, fmt.Errorf("%w: %w: %v", ErrCheckpoint, ErrSignature, err)
 		}
-		return Checkpoint{}, fmt.Errorf("%w: %v", ErrCheckpoint, err)
+		return Checkpoint{}, nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
 	}
 	c, err := ParseCheckpoint([]byte(n.Text))
 	if err != nil {
-		return Checkpoint{}, err
+		return Checkpoint{}, nil, err
 	}
 	if c.Origin != verifier.Name() {
-		return Checkpoint{}, fmt.Errorf("%w: origin %q is not the log key's name %q", ErrCheckpoint, c.Origin, verifier.Name())
+		return Checkpoint{}, nil, fmt.Errorf("%w: origin %q is not the log key's name %q", ErrCheckpoint, c.Origin, verifier.Name())
 	}
-	return c, nil
+	return c, n, nil
 }
 
 // trimKey trims the one optional newline that ends a vkey file.

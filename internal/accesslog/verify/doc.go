@@ -1,7 +1,8 @@
 // Package verify checks a schakel access log offline: it owns the log's formats (the canonical
 // entry, the C2SP checkpoint body, the export directory; docs/ACCESSLOG.md) and their
 // verification. Its entry points are ParseEntry for one entry, ParseCheckpoint, OpenCheckpoint
-// and FormatCheckpoint for checkpoints, and VerifyExport for a whole exported log, which
+// and FormatCheckpoint for checkpoints, NewCosignatureVerifier and Witnesses for witness
+// cosignatures (C2SP tlog-cosignature), and VerifyExport for a whole exported log, which
 // `schakel log verify` runs.
 //
 // Anyone may import it: the node's access log writes what this package reads, and an auditor's

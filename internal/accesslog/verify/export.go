@@ -64,6 +64,16 @@ type Options struct {
 	// Workers is the number of goroutines that parse and hash entries; zero means
 	// runtime.GOMAXPROCS(0). More workers than CPUs only adds scheduling.
 	Workers int
+	// Witnesses are the verifier keys of the witnesses whose cosignatures count (C2SP
+	// tlog-cosignature, Ed25519, type 0x04; see NewCosignatureVerifier). Cosignature lines by
+	// other keys, or that do not verify, are ignored. An auditor takes them from the same
+	// trusted source as VerifierKey.
+	Witnesses []string
+	// MinCosignatures is how many distinct keys of Witnesses MUST cosign the latest checkpoint,
+	// the one that covers the export; older checkpoints may have fewer, since witnesses see a
+	// log some time after it signs. Zero checks no cosignature. It MUST NOT exceed the number of
+	// distinct witness keys, a policy no export could meet.
+	MinCosignatures int
 
 	// batchSize is the bytes read per batch; zero means batchSize. Tests make it small so that
 	// small logs span batches.
@@ -77,6 +87,9 @@ type Report struct {
 	Checkpoints int        // number of checkpoints, each verified
 	Patients    int        // number of distinct patient pseudonyms
 	Latest      Checkpoint // the checkpoint that covers every entry
+	// Cosignatures is the number of distinct keys of Options.Witnesses that validly cosign
+	// Latest; zero when no witnesses are given.
+	Cosignatures int
 }
 
 // Sizes of the reading pipeline. A batch holds about 3,500 typical entries; the bound on
@@ -91,7 +104,9 @@ const (
 // checks", describes: every line a canonical version-1 entry of this log at its index; the
 // hash chain; non-decreasing times; per-patient sequences 1, 2, 3, …; every checkpoint signed
 // by the log key, about this log, with the root recomputed from the first Size entries; and a
-// checkpoint that covers exactly the entries exported.
+// checkpoint that covers exactly the entries exported. With Options.MinCosignatures, the
+// latest checkpoint MUST also be cosigned by that many distinct keys of Options.Witnesses;
+// this is checked with the checkpoint files, before the entries.
 //
 // It streams entries.jsonl: one goroutine reads batches of lines, Options.Workers goroutines
 // parse them and compute their hashes and the compact ranges of their Merkle subtrees, and the
@@ -128,9 +143,20 @@ func VerifyExport(ctx context.Context, dir string, opts Options) (*Report, error
 	if err != nil {
 		return nil, fmt.Errorf("verifier key %q: %w", key, err)
 	}
-	cps, err := loadCheckpoints(filepath.Join(dir, CheckpointsDir), verifier, workers)
+	witnesses, err := ParseWitnesses(opts.Witnesses)
+	if err != nil {
+		return nil, fmt.Errorf("witness key: %w", err)
+	}
+	if opts.MinCosignatures < 0 || opts.MinCosignatures > witnesses.Len() {
+		return nil, fmt.Errorf("minimum of %d cosignatures: want 0 to %d, the number of distinct witness keys given", opts.MinCosignatures, witnesses.Len())
+	}
+	cps, err := loadCheckpoints(filepath.Join(dir, CheckpointsDir), verifier, witnesses, workers)
 	if err != nil {
 		return nil, err
+	}
+	if last := cps[len(cps)-1]; last.cosigned < opts.MinCosignatures {
+		return nil, &Error{Index: -1, Checkpoint: last.name, Reason: fmt.Sprintf(
+			"cosigned by %d of the %d witnesses given; the latest checkpoint needs at least %d", last.cosigned, witnesses.Len(), opts.MinCosignatures)}
 	}
 	f, err := os.Open(filepath.Join(dir, EntriesFile))
 	if err != nil {
@@ -158,24 +184,28 @@ func VerifyExport(ctx context.Context, dir string, opts Options) (*Report, error
 		return nil, err
 	}
 	return &Report{
-		Origin:      v.origin,
-		Entries:     v.count,
-		Checkpoints: len(cps),
-		Patients:    v.patients.count,
-		Latest:      v.last.Checkpoint,
+		Origin:       v.origin,
+		Entries:      v.count,
+		Checkpoints:  len(cps),
+		Patients:     v.patients.count,
+		Latest:       v.last.Checkpoint,
+		Cosignatures: v.last.cosigned,
 	}, nil
 }
 
-// namedCheckpoint is a verified checkpoint and the file it came from.
+// namedCheckpoint is a verified checkpoint, the file it came from, and how many witnesses
+// cosign it.
 type namedCheckpoint struct {
 	Checkpoint
-	name string
+	name     string
+	cosigned int
 }
 
 // loadCheckpoints opens every file in dir as a checkpoint of the log verifier signs, in
-// parallel, and returns them by size. Problems with a checkpoint are an *Error about the
-// smallest bad one; an export without checkpoints is invalid, because nothing vouches for it.
-func loadCheckpoints(dir string, verifier note.Verifier, workers int) ([]namedCheckpoint, error) {
+// parallel, counts the witnesses that cosign each, and returns them by size. Problems with a
+// checkpoint are an *Error about the smallest bad one; an export without checkpoints is
+// invalid, because nothing vouches for it.
+func loadCheckpoints(dir string, verifier note.Verifier, witnesses *Witnesses, workers int) ([]namedCheckpoint, error) {
 	des, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
@@ -194,7 +224,7 @@ func loadCheckpoints(dir string, verifier note.Verifier, workers int) ([]namedCh
 	for range min(workers, len(des)) {
 		wg.Go(func() {
 			for i := range next {
-				cps[i], errs[i] = loadCheckpoint(dir, des[i], verifier)
+				cps[i], errs[i] = loadCheckpoint(dir, des[i], verifier, witnesses)
 			}
 		})
 	}
@@ -214,7 +244,7 @@ func loadCheckpoints(dir string, verifier note.Verifier, workers int) ([]namedCh
 	return cps, nil
 }
 
-func loadCheckpoint(dir string, de os.DirEntry, verifier note.Verifier) (namedCheckpoint, error) {
+func loadCheckpoint(dir string, de os.DirEntry, verifier note.Verifier, witnesses *Witnesses) (namedCheckpoint, error) {
 	name := de.Name()
 	bad := func(format string, args ...any) (namedCheckpoint, error) {
 		return namedCheckpoint{}, &Error{Index: -1, Checkpoint: name, Reason: fmt.Sprintf(format, args...)}
@@ -234,14 +264,14 @@ func loadCheckpoint(dir string, de os.DirEntry, verifier note.Verifier) (namedCh
 		}
 		return namedCheckpoint{}, err
 	}
-	c, err := OpenCheckpoint(b, verifier)
+	c, n, err := OpenCheckpointNote(b, verifier)
 	if err != nil {
 		return bad("%v", err)
 	}
 	if c.Size != size {
 		return bad("file name says tree size %d, the checkpoint says %d", size, c.Size)
 	}
-	return namedCheckpoint{Checkpoint: c, name: name}, nil
+	return namedCheckpoint{Checkpoint: c, name: name, cosigned: witnesses.Count(n.Text, n.UnverifiedSigs)}, nil
 }
 
 type tooLargeError struct{ limit int64 }

@@ -85,6 +85,221 @@ func (CredentialStatus) EnumDescriptor() ([]byte, []int) {
 	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{0}
 }
 
+type ListPeersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPeersRequest) Reset() {
+	*x = ListPeersRequest{}
+	mi := &file_schakel_v1_schakel_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPeersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPeersRequest) ProtoMessage() {}
+
+func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_schakel_v1_schakel_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPeersRequest.ProtoReflect.Descriptor instead.
+func (*ListPeersRequest) Descriptor() ([]byte, []int) {
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{0}
+}
+
+type ListPeersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Peers []*Peer                `protobuf:"bytes,1,rep,name=peers,proto3" json:"peers,omitempty"`
+	// addrs are this node's own libp2p addresses, each ending in /p2p/<peer id>.
+	Addrs []string `protobuf:"bytes,2,rep,name=addrs,proto3" json:"addrs,omitempty"`
+	// members are the peer ids memberlist considers alive, this node included.
+	Members       []string `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPeersResponse) Reset() {
+	*x = ListPeersResponse{}
+	mi := &file_schakel_v1_schakel_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPeersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPeersResponse) ProtoMessage() {}
+
+func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_schakel_v1_schakel_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPeersResponse.ProtoReflect.Descriptor instead.
+func (*ListPeersResponse) Descriptor() ([]byte, []int) {
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ListPeersResponse) GetPeers() []*Peer {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
+func (x *ListPeersResponse) GetAddrs() []string {
+	if x != nil {
+		return x.Addrs
+	}
+	return nil
+}
+
+func (x *ListPeersResponse) GetMembers() []string {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+type Peer struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	PeerId string                 `protobuf:"bytes,1,opt,name=peer_id,json=peerId,proto3" json:"peer_id,omitempty"`
+	// organization is the DID of the organisation the peer is admitted for, empty if not admitted.
+	Organization  string   `protobuf:"bytes,2,opt,name=organization,proto3" json:"organization,omitempty"`
+	Addrs         []string `protobuf:"bytes,3,rep,name=addrs,proto3" json:"addrs,omitempty"`
+	Admitted      bool     `protobuf:"varint,4,opt,name=admitted,proto3" json:"admitted,omitempty"`
+	Connected     bool     `protobuf:"varint,5,opt,name=connected,proto3" json:"connected,omitempty"`
+	LastSeenUnix  int64    `protobuf:"varint,6,opt,name=last_seen_unix,json=lastSeenUnix,proto3" json:"last_seen_unix,omitempty"`
+	LastSyncUnix  int64    `protobuf:"varint,7,opt,name=last_sync_unix,json=lastSyncUnix,proto3" json:"last_sync_unix,omitempty"`
+	LastSyncError string   `protobuf:"bytes,8,opt,name=last_sync_error,json=lastSyncError,proto3" json:"last_sync_error,omitempty"`
+	Syncs         int32    `protobuf:"varint,9,opt,name=syncs,proto3" json:"syncs,omitempty"`
+	Fetched       int32    `protobuf:"varint,10,opt,name=fetched,proto3" json:"fetched,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Peer) Reset() {
+	*x = Peer{}
+	mi := &file_schakel_v1_schakel_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Peer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Peer) ProtoMessage() {}
+
+func (x *Peer) ProtoReflect() protoreflect.Message {
+	mi := &file_schakel_v1_schakel_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Peer.ProtoReflect.Descriptor instead.
+func (*Peer) Descriptor() ([]byte, []int) {
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Peer) GetPeerId() string {
+	if x != nil {
+		return x.PeerId
+	}
+	return ""
+}
+
+func (x *Peer) GetOrganization() string {
+	if x != nil {
+		return x.Organization
+	}
+	return ""
+}
+
+func (x *Peer) GetAddrs() []string {
+	if x != nil {
+		return x.Addrs
+	}
+	return nil
+}
+
+func (x *Peer) GetAdmitted() bool {
+	if x != nil {
+		return x.Admitted
+	}
+	return false
+}
+
+func (x *Peer) GetConnected() bool {
+	if x != nil {
+		return x.Connected
+	}
+	return false
+}
+
+func (x *Peer) GetLastSeenUnix() int64 {
+	if x != nil {
+		return x.LastSeenUnix
+	}
+	return 0
+}
+
+func (x *Peer) GetLastSyncUnix() int64 {
+	if x != nil {
+		return x.LastSyncUnix
+	}
+	return 0
+}
+
+func (x *Peer) GetLastSyncError() string {
+	if x != nil {
+		return x.LastSyncError
+	}
+	return ""
+}
+
+func (x *Peer) GetSyncs() int32 {
+	if x != nil {
+		return x.Syncs
+	}
+	return 0
+}
+
+func (x *Peer) GetFetched() int32 {
+	if x != nil {
+		return x.Fetched
+	}
+	return 0
+}
+
 type GetNodeInfoRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -93,7 +308,7 @@ type GetNodeInfoRequest struct {
 
 func (x *GetNodeInfoRequest) Reset() {
 	*x = GetNodeInfoRequest{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[0]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -105,7 +320,7 @@ func (x *GetNodeInfoRequest) String() string {
 func (*GetNodeInfoRequest) ProtoMessage() {}
 
 func (x *GetNodeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[0]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -118,7 +333,7 @@ func (x *GetNodeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetNodeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{0}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{3}
 }
 
 type GetNodeInfoResponse struct {
@@ -134,7 +349,7 @@ type GetNodeInfoResponse struct {
 
 func (x *GetNodeInfoResponse) Reset() {
 	*x = GetNodeInfoResponse{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[1]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -146,7 +361,7 @@ func (x *GetNodeInfoResponse) String() string {
 func (*GetNodeInfoResponse) ProtoMessage() {}
 
 func (x *GetNodeInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[1]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -159,7 +374,7 @@ func (x *GetNodeInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetNodeInfoResponse) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{1}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetNodeInfoResponse) GetVersion() string {
@@ -209,7 +424,7 @@ type Organization struct {
 
 func (x *Organization) Reset() {
 	*x = Organization{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[2]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -221,7 +436,7 @@ func (x *Organization) String() string {
 func (*Organization) ProtoMessage() {}
 
 func (x *Organization) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[2]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -234,7 +449,7 @@ func (x *Organization) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Organization.ProtoReflect.Descriptor instead.
 func (*Organization) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{2}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Organization) GetDid() string {
@@ -295,7 +510,7 @@ type CreateOrganizationRequest struct {
 
 func (x *CreateOrganizationRequest) Reset() {
 	*x = CreateOrganizationRequest{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[3]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -307,7 +522,7 @@ func (x *CreateOrganizationRequest) String() string {
 func (*CreateOrganizationRequest) ProtoMessage() {}
 
 func (x *CreateOrganizationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[3]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -320,7 +535,7 @@ func (x *CreateOrganizationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateOrganizationRequest.ProtoReflect.Descriptor instead.
 func (*CreateOrganizationRequest) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{3}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreateOrganizationRequest) GetName() string {
@@ -339,7 +554,7 @@ type CreateOrganizationResponse struct {
 
 func (x *CreateOrganizationResponse) Reset() {
 	*x = CreateOrganizationResponse{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[4]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -351,7 +566,7 @@ func (x *CreateOrganizationResponse) String() string {
 func (*CreateOrganizationResponse) ProtoMessage() {}
 
 func (x *CreateOrganizationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[4]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -364,7 +579,7 @@ func (x *CreateOrganizationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateOrganizationResponse.ProtoReflect.Descriptor instead.
 func (*CreateOrganizationResponse) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{4}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateOrganizationResponse) GetOrganization() *Organization {
@@ -382,7 +597,7 @@ type ListOrganizationsRequest struct {
 
 func (x *ListOrganizationsRequest) Reset() {
 	*x = ListOrganizationsRequest{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[5]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -394,7 +609,7 @@ func (x *ListOrganizationsRequest) String() string {
 func (*ListOrganizationsRequest) ProtoMessage() {}
 
 func (x *ListOrganizationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[5]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -407,7 +622,7 @@ func (x *ListOrganizationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOrganizationsRequest.ProtoReflect.Descriptor instead.
 func (*ListOrganizationsRequest) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{5}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{8}
 }
 
 type ListOrganizationsResponse struct {
@@ -419,7 +634,7 @@ type ListOrganizationsResponse struct {
 
 func (x *ListOrganizationsResponse) Reset() {
 	*x = ListOrganizationsResponse{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[6]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -431,7 +646,7 @@ func (x *ListOrganizationsResponse) String() string {
 func (*ListOrganizationsResponse) ProtoMessage() {}
 
 func (x *ListOrganizationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[6]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -444,7 +659,7 @@ func (x *ListOrganizationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOrganizationsResponse.ProtoReflect.Descriptor instead.
 func (*ListOrganizationsResponse) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{6}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListOrganizationsResponse) GetOrganizations() []*Organization {
@@ -463,7 +678,7 @@ type GetOrganizationRequest struct {
 
 func (x *GetOrganizationRequest) Reset() {
 	*x = GetOrganizationRequest{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[7]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -475,7 +690,7 @@ func (x *GetOrganizationRequest) String() string {
 func (*GetOrganizationRequest) ProtoMessage() {}
 
 func (x *GetOrganizationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[7]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -488,7 +703,7 @@ func (x *GetOrganizationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOrganizationRequest.ProtoReflect.Descriptor instead.
 func (*GetOrganizationRequest) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{7}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetOrganizationRequest) GetDid() string {
@@ -507,7 +722,7 @@ type GetOrganizationResponse struct {
 
 func (x *GetOrganizationResponse) Reset() {
 	*x = GetOrganizationResponse{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[8]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -519,7 +734,7 @@ func (x *GetOrganizationResponse) String() string {
 func (*GetOrganizationResponse) ProtoMessage() {}
 
 func (x *GetOrganizationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[8]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -532,7 +747,7 @@ func (x *GetOrganizationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOrganizationResponse.ProtoReflect.Descriptor instead.
 func (*GetOrganizationResponse) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{8}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetOrganizationResponse) GetOrganization() *Organization {
@@ -551,7 +766,7 @@ type RotateKeyRequest struct {
 
 func (x *RotateKeyRequest) Reset() {
 	*x = RotateKeyRequest{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[9]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -563,7 +778,7 @@ func (x *RotateKeyRequest) String() string {
 func (*RotateKeyRequest) ProtoMessage() {}
 
 func (x *RotateKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[9]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -576,7 +791,7 @@ func (x *RotateKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateKeyRequest) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{9}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RotateKeyRequest) GetOrganization() string {
@@ -596,7 +811,7 @@ type RotateKeyResponse struct {
 
 func (x *RotateKeyResponse) Reset() {
 	*x = RotateKeyResponse{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[10]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -608,7 +823,7 @@ func (x *RotateKeyResponse) String() string {
 func (*RotateKeyResponse) ProtoMessage() {}
 
 func (x *RotateKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[10]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -621,7 +836,7 @@ func (x *RotateKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateKeyResponse) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{10}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RotateKeyResponse) GetOrganization() *Organization {
@@ -649,7 +864,7 @@ type ResolveDIDRequest struct {
 
 func (x *ResolveDIDRequest) Reset() {
 	*x = ResolveDIDRequest{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[11]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -661,7 +876,7 @@ func (x *ResolveDIDRequest) String() string {
 func (*ResolveDIDRequest) ProtoMessage() {}
 
 func (x *ResolveDIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[11]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -674,7 +889,7 @@ func (x *ResolveDIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveDIDRequest.ProtoReflect.Descriptor instead.
 func (*ResolveDIDRequest) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{11}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ResolveDIDRequest) GetDid() string {
@@ -707,7 +922,7 @@ type ResolveDIDResponse struct {
 
 func (x *ResolveDIDResponse) Reset() {
 	*x = ResolveDIDResponse{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[12]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -719,7 +934,7 @@ func (x *ResolveDIDResponse) String() string {
 func (*ResolveDIDResponse) ProtoMessage() {}
 
 func (x *ResolveDIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[12]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -732,7 +947,7 @@ func (x *ResolveDIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveDIDResponse.ProtoReflect.Descriptor instead.
 func (*ResolveDIDResponse) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{12}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ResolveDIDResponse) GetDid() string {
@@ -779,7 +994,7 @@ type SubmitDocumentsRequest struct {
 
 func (x *SubmitDocumentsRequest) Reset() {
 	*x = SubmitDocumentsRequest{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[13]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +1006,7 @@ func (x *SubmitDocumentsRequest) String() string {
 func (*SubmitDocumentsRequest) ProtoMessage() {}
 
 func (x *SubmitDocumentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[13]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +1019,7 @@ func (x *SubmitDocumentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitDocumentsRequest.ProtoReflect.Descriptor instead.
 func (*SubmitDocumentsRequest) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{13}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SubmitDocumentsRequest) GetDocuments() []string {
@@ -823,7 +1038,7 @@ type SubmitDocumentsResponse struct {
 
 func (x *SubmitDocumentsResponse) Reset() {
 	*x = SubmitDocumentsResponse{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[14]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -835,7 +1050,7 @@ func (x *SubmitDocumentsResponse) String() string {
 func (*SubmitDocumentsResponse) ProtoMessage() {}
 
 func (x *SubmitDocumentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[14]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -848,7 +1063,7 @@ func (x *SubmitDocumentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitDocumentsResponse.ProtoReflect.Descriptor instead.
 func (*SubmitDocumentsResponse) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{14}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SubmitDocumentsResponse) GetResults() []*DocumentResult {
@@ -870,7 +1085,7 @@ type DocumentResult struct {
 
 func (x *DocumentResult) Reset() {
 	*x = DocumentResult{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[15]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -882,7 +1097,7 @@ func (x *DocumentResult) String() string {
 func (*DocumentResult) ProtoMessage() {}
 
 func (x *DocumentResult) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[15]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -895,7 +1110,7 @@ func (x *DocumentResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DocumentResult.ProtoReflect.Descriptor instead.
 func (*DocumentResult) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{15}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DocumentResult) GetId() string {
@@ -930,7 +1145,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[16]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -942,7 +1157,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[16]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -955,7 +1170,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{16}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Endpoint) GetType() string {
@@ -986,7 +1201,7 @@ type OrganizationInfo struct {
 
 func (x *OrganizationInfo) Reset() {
 	*x = OrganizationInfo{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[17]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -998,7 +1213,7 @@ func (x *OrganizationInfo) String() string {
 func (*OrganizationInfo) ProtoMessage() {}
 
 func (x *OrganizationInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[17]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1011,7 +1226,7 @@ func (x *OrganizationInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OrganizationInfo.ProtoReflect.Descriptor instead.
 func (*OrganizationInfo) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{17}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *OrganizationInfo) GetName() string {
@@ -1053,7 +1268,7 @@ type ServiceRegistration struct {
 
 func (x *ServiceRegistration) Reset() {
 	*x = ServiceRegistration{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[18]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1065,7 +1280,7 @@ func (x *ServiceRegistration) String() string {
 func (*ServiceRegistration) ProtoMessage() {}
 
 func (x *ServiceRegistration) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[18]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1078,7 +1293,7 @@ func (x *ServiceRegistration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceRegistration.ProtoReflect.Descriptor instead.
 func (*ServiceRegistration) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{18}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ServiceRegistration) GetEndpoints() []*Endpoint {
@@ -1122,7 +1337,7 @@ type Credential struct {
 
 func (x *Credential) Reset() {
 	*x = Credential{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[19]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1134,7 +1349,7 @@ func (x *Credential) String() string {
 func (*Credential) ProtoMessage() {}
 
 func (x *Credential) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[19]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1147,7 +1362,7 @@ func (x *Credential) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credential.ProtoReflect.Descriptor instead.
 func (*Credential) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{19}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Credential) GetId() string {
@@ -1243,7 +1458,7 @@ type IssueCredentialRequest struct {
 
 func (x *IssueCredentialRequest) Reset() {
 	*x = IssueCredentialRequest{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[20]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1255,7 +1470,7 @@ func (x *IssueCredentialRequest) String() string {
 func (*IssueCredentialRequest) ProtoMessage() {}
 
 func (x *IssueCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[20]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1268,7 +1483,7 @@ func (x *IssueCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueCredentialRequest.ProtoReflect.Descriptor instead.
 func (*IssueCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{20}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *IssueCredentialRequest) GetOrganization() string {
@@ -1320,7 +1535,7 @@ type IssueCredentialResponse struct {
 
 func (x *IssueCredentialResponse) Reset() {
 	*x = IssueCredentialResponse{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[21]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1332,7 +1547,7 @@ func (x *IssueCredentialResponse) String() string {
 func (*IssueCredentialResponse) ProtoMessage() {}
 
 func (x *IssueCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[21]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1345,7 +1560,7 @@ func (x *IssueCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueCredentialResponse.ProtoReflect.Descriptor instead.
 func (*IssueCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{21}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *IssueCredentialResponse) GetCredential() *Credential {
@@ -1367,7 +1582,7 @@ type ListCredentialsRequest struct {
 
 func (x *ListCredentialsRequest) Reset() {
 	*x = ListCredentialsRequest{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[22]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1379,7 +1594,7 @@ func (x *ListCredentialsRequest) String() string {
 func (*ListCredentialsRequest) ProtoMessage() {}
 
 func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[22]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1392,7 +1607,7 @@ func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*ListCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{22}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListCredentialsRequest) GetOrganization() string {
@@ -1418,7 +1633,7 @@ type ListCredentialsResponse struct {
 
 func (x *ListCredentialsResponse) Reset() {
 	*x = ListCredentialsResponse{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[23]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1430,7 +1645,7 @@ func (x *ListCredentialsResponse) String() string {
 func (*ListCredentialsResponse) ProtoMessage() {}
 
 func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[23]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1443,7 +1658,7 @@ func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*ListCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{23}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListCredentialsResponse) GetCredentials() []*Credential {
@@ -1469,7 +1684,7 @@ type SearchDirectoryRequest struct {
 
 func (x *SearchDirectoryRequest) Reset() {
 	*x = SearchDirectoryRequest{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[24]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1481,7 +1696,7 @@ func (x *SearchDirectoryRequest) String() string {
 func (*SearchDirectoryRequest) ProtoMessage() {}
 
 func (x *SearchDirectoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[24]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1494,7 +1709,7 @@ func (x *SearchDirectoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchDirectoryRequest.ProtoReflect.Descriptor instead.
 func (*SearchDirectoryRequest) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{24}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SearchDirectoryRequest) GetName() string {
@@ -1541,7 +1756,7 @@ type SearchDirectoryResponse struct {
 
 func (x *SearchDirectoryResponse) Reset() {
 	*x = SearchDirectoryResponse{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[25]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1553,7 +1768,7 @@ func (x *SearchDirectoryResponse) String() string {
 func (*SearchDirectoryResponse) ProtoMessage() {}
 
 func (x *SearchDirectoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[25]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1566,7 +1781,7 @@ func (x *SearchDirectoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchDirectoryResponse.ProtoReflect.Descriptor instead.
 func (*SearchDirectoryResponse) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{25}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SearchDirectoryResponse) GetEntries() []*DirectoryEntry {
@@ -1588,7 +1803,7 @@ type DirectoryEntry struct {
 
 func (x *DirectoryEntry) Reset() {
 	*x = DirectoryEntry{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[26]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1600,7 +1815,7 @@ func (x *DirectoryEntry) String() string {
 func (*DirectoryEntry) ProtoMessage() {}
 
 func (x *DirectoryEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[26]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1613,7 +1828,7 @@ func (x *DirectoryEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirectoryEntry.ProtoReflect.Descriptor instead.
 func (*DirectoryEntry) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{26}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DirectoryEntry) GetDid() string {
@@ -1657,7 +1872,7 @@ type VerifyCredentialRequest struct {
 
 func (x *VerifyCredentialRequest) Reset() {
 	*x = VerifyCredentialRequest{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[27]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1669,7 +1884,7 @@ func (x *VerifyCredentialRequest) String() string {
 func (*VerifyCredentialRequest) ProtoMessage() {}
 
 func (x *VerifyCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[27]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1682,7 +1897,7 @@ func (x *VerifyCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyCredentialRequest.ProtoReflect.Descriptor instead.
 func (*VerifyCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{27}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *VerifyCredentialRequest) GetCredential() isVerifyCredentialRequest_Credential {
@@ -1737,7 +1952,7 @@ type VerifyCredentialResponse struct {
 
 func (x *VerifyCredentialResponse) Reset() {
 	*x = VerifyCredentialResponse{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[28]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1749,7 +1964,7 @@ func (x *VerifyCredentialResponse) String() string {
 func (*VerifyCredentialResponse) ProtoMessage() {}
 
 func (x *VerifyCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[28]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1762,7 +1977,7 @@ func (x *VerifyCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyCredentialResponse.ProtoReflect.Descriptor instead.
 func (*VerifyCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{28}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *VerifyCredentialResponse) GetValid() bool {
@@ -1797,7 +2012,7 @@ type RevokeCredentialRequest struct {
 
 func (x *RevokeCredentialRequest) Reset() {
 	*x = RevokeCredentialRequest{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[29]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1809,7 +2024,7 @@ func (x *RevokeCredentialRequest) String() string {
 func (*RevokeCredentialRequest) ProtoMessage() {}
 
 func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[29]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1822,7 +2037,7 @@ func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{29}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RevokeCredentialRequest) GetOrganization() string {
@@ -1849,7 +2064,7 @@ type RevokeCredentialResponse struct {
 
 func (x *RevokeCredentialResponse) Reset() {
 	*x = RevokeCredentialResponse{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[30]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1861,7 +2076,7 @@ func (x *RevokeCredentialResponse) String() string {
 func (*RevokeCredentialResponse) ProtoMessage() {}
 
 func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[30]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1874,7 +2089,7 @@ func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{30}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RevokeCredentialResponse) GetStatusListId() string {
@@ -1902,7 +2117,7 @@ type GetLogInfoRequest struct {
 
 func (x *GetLogInfoRequest) Reset() {
 	*x = GetLogInfoRequest{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[31]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1914,7 +2129,7 @@ func (x *GetLogInfoRequest) String() string {
 func (*GetLogInfoRequest) ProtoMessage() {}
 
 func (x *GetLogInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[31]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1927,7 +2142,7 @@ func (x *GetLogInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLogInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetLogInfoRequest) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{31}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetLogInfoRequest) GetOrganization() string {
@@ -1958,7 +2173,7 @@ type GetLogInfoResponse struct {
 
 func (x *GetLogInfoResponse) Reset() {
 	*x = GetLogInfoResponse{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[32]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1970,7 +2185,7 @@ func (x *GetLogInfoResponse) String() string {
 func (*GetLogInfoResponse) ProtoMessage() {}
 
 func (x *GetLogInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[32]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1983,7 +2198,7 @@ func (x *GetLogInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLogInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetLogInfoResponse) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{32}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetLogInfoResponse) GetOrigin() string {
@@ -2026,7 +2241,7 @@ type ListEntriesRequest struct {
 
 func (x *ListEntriesRequest) Reset() {
 	*x = ListEntriesRequest{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[33]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2038,7 +2253,7 @@ func (x *ListEntriesRequest) String() string {
 func (*ListEntriesRequest) ProtoMessage() {}
 
 func (x *ListEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[33]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2051,7 +2266,7 @@ func (x *ListEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntriesRequest.ProtoReflect.Descriptor instead.
 func (*ListEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{33}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListEntriesRequest) GetOrganization() string {
@@ -2084,7 +2299,7 @@ type ListEntriesResponse struct {
 
 func (x *ListEntriesResponse) Reset() {
 	*x = ListEntriesResponse{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[34]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2096,7 +2311,7 @@ func (x *ListEntriesResponse) String() string {
 func (*ListEntriesResponse) ProtoMessage() {}
 
 func (x *ListEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[34]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2109,7 +2324,7 @@ func (x *ListEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntriesResponse.ProtoReflect.Descriptor instead.
 func (*ListEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{34}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListEntriesResponse) GetEntries() []string {
@@ -2131,7 +2346,7 @@ type ListCheckpointsRequest struct {
 
 func (x *ListCheckpointsRequest) Reset() {
 	*x = ListCheckpointsRequest{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[35]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2143,7 +2358,7 @@ func (x *ListCheckpointsRequest) String() string {
 func (*ListCheckpointsRequest) ProtoMessage() {}
 
 func (x *ListCheckpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[35]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2156,7 +2371,7 @@ func (x *ListCheckpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCheckpointsRequest.ProtoReflect.Descriptor instead.
 func (*ListCheckpointsRequest) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{35}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListCheckpointsRequest) GetOrganization() string {
@@ -2189,7 +2404,7 @@ type ListCheckpointsResponse struct {
 
 func (x *ListCheckpointsResponse) Reset() {
 	*x = ListCheckpointsResponse{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[36]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2201,7 +2416,7 @@ func (x *ListCheckpointsResponse) String() string {
 func (*ListCheckpointsResponse) ProtoMessage() {}
 
 func (x *ListCheckpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[36]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2214,7 +2429,7 @@ func (x *ListCheckpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCheckpointsResponse.ProtoReflect.Descriptor instead.
 func (*ListCheckpointsResponse) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{36}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListCheckpointsResponse) GetCheckpoints() []*SignedCheckpoint {
@@ -2234,7 +2449,7 @@ type SignedCheckpoint struct {
 
 func (x *SignedCheckpoint) Reset() {
 	*x = SignedCheckpoint{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[37]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2246,7 +2461,7 @@ func (x *SignedCheckpoint) String() string {
 func (*SignedCheckpoint) ProtoMessage() {}
 
 func (x *SignedCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[37]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2259,7 +2474,7 @@ func (x *SignedCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedCheckpoint.ProtoReflect.Descriptor instead.
 func (*SignedCheckpoint) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{37}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SignedCheckpoint) GetSize() int64 {
@@ -2287,7 +2502,7 @@ type GetInclusionProofRequest struct {
 
 func (x *GetInclusionProofRequest) Reset() {
 	*x = GetInclusionProofRequest{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[38]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2299,7 +2514,7 @@ func (x *GetInclusionProofRequest) String() string {
 func (*GetInclusionProofRequest) ProtoMessage() {}
 
 func (x *GetInclusionProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[38]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2312,7 +2527,7 @@ func (x *GetInclusionProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInclusionProofRequest.ProtoReflect.Descriptor instead.
 func (*GetInclusionProofRequest) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{38}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetInclusionProofRequest) GetOrganization() string {
@@ -2345,7 +2560,7 @@ type GetInclusionProofResponse struct {
 
 func (x *GetInclusionProofResponse) Reset() {
 	*x = GetInclusionProofResponse{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[39]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2357,7 +2572,7 @@ func (x *GetInclusionProofResponse) String() string {
 func (*GetInclusionProofResponse) ProtoMessage() {}
 
 func (x *GetInclusionProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[39]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2370,7 +2585,7 @@ func (x *GetInclusionProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInclusionProofResponse.ProtoReflect.Descriptor instead.
 func (*GetInclusionProofResponse) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{39}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetInclusionProofResponse) GetHashes() [][]byte {
@@ -2391,7 +2606,7 @@ type GetConsistencyProofRequest struct {
 
 func (x *GetConsistencyProofRequest) Reset() {
 	*x = GetConsistencyProofRequest{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[40]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2403,7 +2618,7 @@ func (x *GetConsistencyProofRequest) String() string {
 func (*GetConsistencyProofRequest) ProtoMessage() {}
 
 func (x *GetConsistencyProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[40]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2416,7 +2631,7 @@ func (x *GetConsistencyProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsistencyProofRequest.ProtoReflect.Descriptor instead.
 func (*GetConsistencyProofRequest) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{40}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GetConsistencyProofRequest) GetOrganization() string {
@@ -2449,7 +2664,7 @@ type GetConsistencyProofResponse struct {
 
 func (x *GetConsistencyProofResponse) Reset() {
 	*x = GetConsistencyProofResponse{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[41]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2461,7 +2676,7 @@ func (x *GetConsistencyProofResponse) String() string {
 func (*GetConsistencyProofResponse) ProtoMessage() {}
 
 func (x *GetConsistencyProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[41]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2474,7 +2689,7 @@ func (x *GetConsistencyProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsistencyProofResponse.ProtoReflect.Descriptor instead.
 func (*GetConsistencyProofResponse) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{41}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GetConsistencyProofResponse) GetHashes() [][]byte {
@@ -2494,7 +2709,7 @@ type Requester struct {
 
 func (x *Requester) Reset() {
 	*x = Requester{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[42]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2506,7 +2721,7 @@ func (x *Requester) String() string {
 func (*Requester) ProtoMessage() {}
 
 func (x *Requester) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[42]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2519,7 +2734,7 @@ func (x *Requester) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Requester.ProtoReflect.Descriptor instead.
 func (*Requester) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{42}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Requester) GetDid() string {
@@ -2548,7 +2763,7 @@ type Employee struct {
 
 func (x *Employee) Reset() {
 	*x = Employee{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[43]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2560,7 +2775,7 @@ func (x *Employee) String() string {
 func (*Employee) ProtoMessage() {}
 
 func (x *Employee) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[43]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2573,7 +2788,7 @@ func (x *Employee) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Employee.ProtoReflect.Descriptor instead.
 func (*Employee) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{43}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Employee) GetUzi() string {
@@ -2602,7 +2817,7 @@ type GetPatientViewRequest struct {
 
 func (x *GetPatientViewRequest) Reset() {
 	*x = GetPatientViewRequest{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[44]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2614,7 +2829,7 @@ func (x *GetPatientViewRequest) String() string {
 func (*GetPatientViewRequest) ProtoMessage() {}
 
 func (x *GetPatientViewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[44]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2627,7 +2842,7 @@ func (x *GetPatientViewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPatientViewRequest.ProtoReflect.Descriptor instead.
 func (*GetPatientViewRequest) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{44}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *GetPatientViewRequest) GetOrganization() string {
@@ -2660,7 +2875,7 @@ type GetPatientViewResponse struct {
 
 func (x *GetPatientViewResponse) Reset() {
 	*x = GetPatientViewResponse{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[45]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2672,7 +2887,7 @@ func (x *GetPatientViewResponse) String() string {
 func (*GetPatientViewResponse) ProtoMessage() {}
 
 func (x *GetPatientViewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[45]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2685,7 +2900,7 @@ func (x *GetPatientViewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPatientViewResponse.ProtoReflect.Descriptor instead.
 func (*GetPatientViewResponse) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{45}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *GetPatientViewResponse) GetEntries() []*PatientLogEntry {
@@ -2707,7 +2922,7 @@ type PatientLogEntry struct {
 
 func (x *PatientLogEntry) Reset() {
 	*x = PatientLogEntry{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[46]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2719,7 +2934,7 @@ func (x *PatientLogEntry) String() string {
 func (*PatientLogEntry) ProtoMessage() {}
 
 func (x *PatientLogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[46]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2732,7 +2947,7 @@ func (x *PatientLogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PatientLogEntry.ProtoReflect.Descriptor instead.
 func (*PatientLogEntry) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{46}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *PatientLogEntry) GetIndex() int64 {
@@ -2775,7 +2990,7 @@ type RecordAccessRequest struct {
 
 func (x *RecordAccessRequest) Reset() {
 	*x = RecordAccessRequest{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[47]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2787,7 +3002,7 @@ func (x *RecordAccessRequest) String() string {
 func (*RecordAccessRequest) ProtoMessage() {}
 
 func (x *RecordAccessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[47]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2800,7 +3015,7 @@ func (x *RecordAccessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordAccessRequest.ProtoReflect.Descriptor instead.
 func (*RecordAccessRequest) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{47}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RecordAccessRequest) GetOrganization() string {
@@ -2883,7 +3098,7 @@ type RecordAccessResponse struct {
 
 func (x *RecordAccessResponse) Reset() {
 	*x = RecordAccessResponse{}
-	mi := &file_schakel_v1_schakel_proto_msgTypes[48]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2895,7 +3110,7 @@ func (x *RecordAccessResponse) String() string {
 func (*RecordAccessResponse) ProtoMessage() {}
 
 func (x *RecordAccessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_schakel_proto_msgTypes[48]
+	mi := &file_schakel_v1_schakel_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2908,7 +3123,7 @@ func (x *RecordAccessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordAccessResponse.ProtoReflect.Descriptor instead.
 func (*RecordAccessResponse) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{48}
+	return file_schakel_v1_schakel_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *RecordAccessResponse) GetIndex() int64 {
@@ -2930,7 +3145,24 @@ var File_schakel_v1_schakel_proto protoreflect.FileDescriptor
 const file_schakel_v1_schakel_proto_rawDesc = "" +
 	"\n" +
 	"\x18schakel/v1/schakel.proto\x12\n" +
-	"schakel.v1\"\x14\n" +
+	"schakel.v1\"\x12\n" +
+	"\x10ListPeersRequest\"k\n" +
+	"\x11ListPeersResponse\x12&\n" +
+	"\x05peers\x18\x01 \x03(\v2\x10.schakel.v1.PeerR\x05peers\x12\x14\n" +
+	"\x05addrs\x18\x02 \x03(\tR\x05addrs\x12\x18\n" +
+	"\amembers\x18\x03 \x03(\tR\amembers\"\xb7\x02\n" +
+	"\x04Peer\x12\x17\n" +
+	"\apeer_id\x18\x01 \x01(\tR\x06peerId\x12\"\n" +
+	"\forganization\x18\x02 \x01(\tR\forganization\x12\x14\n" +
+	"\x05addrs\x18\x03 \x03(\tR\x05addrs\x12\x1a\n" +
+	"\badmitted\x18\x04 \x01(\bR\badmitted\x12\x1c\n" +
+	"\tconnected\x18\x05 \x01(\bR\tconnected\x12$\n" +
+	"\x0elast_seen_unix\x18\x06 \x01(\x03R\flastSeenUnix\x12$\n" +
+	"\x0elast_sync_unix\x18\a \x01(\x03R\flastSyncUnix\x12&\n" +
+	"\x0flast_sync_error\x18\b \x01(\tR\rlastSyncError\x12\x14\n" +
+	"\x05syncs\x18\t \x01(\x05R\x05syncs\x12\x18\n" +
+	"\afetched\x18\n" +
+	" \x01(\x05R\afetched\"\x14\n" +
 	"\x12GetNodeInfoRequest\"\x91\x01\n" +
 	"\x13GetNodeInfoResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x17\n" +
@@ -3131,9 +3363,10 @@ const file_schakel_v1_schakel_proto_rawDesc = "" +
 	"\x19CREDENTIAL_STATUS_REVOKED\x10\x02\x12\x1d\n" +
 	"\x19CREDENTIAL_STATUS_EXPIRED\x10\x03\x12\x1f\n" +
 	"\x1bCREDENTIAL_STATUS_UNTRUSTED\x10\x04\x12\x1d\n" +
-	"\x19CREDENTIAL_STATUS_INVALID\x10\x052b\n" +
+	"\x19CREDENTIAL_STATUS_INVALID\x10\x052\xb1\x01\n" +
 	"\vNodeService\x12S\n" +
-	"\vGetNodeInfo\x12\x1e.schakel.v1.GetNodeInfoRequest\x1a\x1f.schakel.v1.GetNodeInfoResponse\"\x03\x90\x02\x012\xde\x03\n" +
+	"\vGetNodeInfo\x12\x1e.schakel.v1.GetNodeInfoRequest\x1a\x1f.schakel.v1.GetNodeInfoResponse\"\x03\x90\x02\x01\x12M\n" +
+	"\tListPeers\x12\x1c.schakel.v1.ListPeersRequest\x1a\x1d.schakel.v1.ListPeersResponse\"\x03\x90\x02\x012\xde\x03\n" +
 	"\x13OrganizationService\x12c\n" +
 	"\x12CreateOrganization\x12%.schakel.v1.CreateOrganizationRequest\x1a&.schakel.v1.CreateOrganizationResponse\x12e\n" +
 	"\x11ListOrganizations\x12$.schakel.v1.ListOrganizationsRequest\x1a%.schakel.v1.ListOrganizationsResponse\"\x03\x90\x02\x01\x12_\n" +
@@ -3173,124 +3406,130 @@ func file_schakel_v1_schakel_proto_rawDescGZIP() []byte {
 }
 
 var file_schakel_v1_schakel_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_schakel_v1_schakel_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
+var file_schakel_v1_schakel_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_schakel_v1_schakel_proto_goTypes = []any{
 	(CredentialStatus)(0),               // 0: schakel.v1.CredentialStatus
-	(*GetNodeInfoRequest)(nil),          // 1: schakel.v1.GetNodeInfoRequest
-	(*GetNodeInfoResponse)(nil),         // 2: schakel.v1.GetNodeInfoResponse
-	(*Organization)(nil),                // 3: schakel.v1.Organization
-	(*CreateOrganizationRequest)(nil),   // 4: schakel.v1.CreateOrganizationRequest
-	(*CreateOrganizationResponse)(nil),  // 5: schakel.v1.CreateOrganizationResponse
-	(*ListOrganizationsRequest)(nil),    // 6: schakel.v1.ListOrganizationsRequest
-	(*ListOrganizationsResponse)(nil),   // 7: schakel.v1.ListOrganizationsResponse
-	(*GetOrganizationRequest)(nil),      // 8: schakel.v1.GetOrganizationRequest
-	(*GetOrganizationResponse)(nil),     // 9: schakel.v1.GetOrganizationResponse
-	(*RotateKeyRequest)(nil),            // 10: schakel.v1.RotateKeyRequest
-	(*RotateKeyResponse)(nil),           // 11: schakel.v1.RotateKeyResponse
-	(*ResolveDIDRequest)(nil),           // 12: schakel.v1.ResolveDIDRequest
-	(*ResolveDIDResponse)(nil),          // 13: schakel.v1.ResolveDIDResponse
-	(*SubmitDocumentsRequest)(nil),      // 14: schakel.v1.SubmitDocumentsRequest
-	(*SubmitDocumentsResponse)(nil),     // 15: schakel.v1.SubmitDocumentsResponse
-	(*DocumentResult)(nil),              // 16: schakel.v1.DocumentResult
-	(*Endpoint)(nil),                    // 17: schakel.v1.Endpoint
-	(*OrganizationInfo)(nil),            // 18: schakel.v1.OrganizationInfo
-	(*ServiceRegistration)(nil),         // 19: schakel.v1.ServiceRegistration
-	(*Credential)(nil),                  // 20: schakel.v1.Credential
-	(*IssueCredentialRequest)(nil),      // 21: schakel.v1.IssueCredentialRequest
-	(*IssueCredentialResponse)(nil),     // 22: schakel.v1.IssueCredentialResponse
-	(*ListCredentialsRequest)(nil),      // 23: schakel.v1.ListCredentialsRequest
-	(*ListCredentialsResponse)(nil),     // 24: schakel.v1.ListCredentialsResponse
-	(*SearchDirectoryRequest)(nil),      // 25: schakel.v1.SearchDirectoryRequest
-	(*SearchDirectoryResponse)(nil),     // 26: schakel.v1.SearchDirectoryResponse
-	(*DirectoryEntry)(nil),              // 27: schakel.v1.DirectoryEntry
-	(*VerifyCredentialRequest)(nil),     // 28: schakel.v1.VerifyCredentialRequest
-	(*VerifyCredentialResponse)(nil),    // 29: schakel.v1.VerifyCredentialResponse
-	(*RevokeCredentialRequest)(nil),     // 30: schakel.v1.RevokeCredentialRequest
-	(*RevokeCredentialResponse)(nil),    // 31: schakel.v1.RevokeCredentialResponse
-	(*GetLogInfoRequest)(nil),           // 32: schakel.v1.GetLogInfoRequest
-	(*GetLogInfoResponse)(nil),          // 33: schakel.v1.GetLogInfoResponse
-	(*ListEntriesRequest)(nil),          // 34: schakel.v1.ListEntriesRequest
-	(*ListEntriesResponse)(nil),         // 35: schakel.v1.ListEntriesResponse
-	(*ListCheckpointsRequest)(nil),      // 36: schakel.v1.ListCheckpointsRequest
-	(*ListCheckpointsResponse)(nil),     // 37: schakel.v1.ListCheckpointsResponse
-	(*SignedCheckpoint)(nil),            // 38: schakel.v1.SignedCheckpoint
-	(*GetInclusionProofRequest)(nil),    // 39: schakel.v1.GetInclusionProofRequest
-	(*GetInclusionProofResponse)(nil),   // 40: schakel.v1.GetInclusionProofResponse
-	(*GetConsistencyProofRequest)(nil),  // 41: schakel.v1.GetConsistencyProofRequest
-	(*GetConsistencyProofResponse)(nil), // 42: schakel.v1.GetConsistencyProofResponse
-	(*Requester)(nil),                   // 43: schakel.v1.Requester
-	(*Employee)(nil),                    // 44: schakel.v1.Employee
-	(*GetPatientViewRequest)(nil),       // 45: schakel.v1.GetPatientViewRequest
-	(*GetPatientViewResponse)(nil),      // 46: schakel.v1.GetPatientViewResponse
-	(*PatientLogEntry)(nil),             // 47: schakel.v1.PatientLogEntry
-	(*RecordAccessRequest)(nil),         // 48: schakel.v1.RecordAccessRequest
-	(*RecordAccessResponse)(nil),        // 49: schakel.v1.RecordAccessResponse
+	(*ListPeersRequest)(nil),            // 1: schakel.v1.ListPeersRequest
+	(*ListPeersResponse)(nil),           // 2: schakel.v1.ListPeersResponse
+	(*Peer)(nil),                        // 3: schakel.v1.Peer
+	(*GetNodeInfoRequest)(nil),          // 4: schakel.v1.GetNodeInfoRequest
+	(*GetNodeInfoResponse)(nil),         // 5: schakel.v1.GetNodeInfoResponse
+	(*Organization)(nil),                // 6: schakel.v1.Organization
+	(*CreateOrganizationRequest)(nil),   // 7: schakel.v1.CreateOrganizationRequest
+	(*CreateOrganizationResponse)(nil),  // 8: schakel.v1.CreateOrganizationResponse
+	(*ListOrganizationsRequest)(nil),    // 9: schakel.v1.ListOrganizationsRequest
+	(*ListOrganizationsResponse)(nil),   // 10: schakel.v1.ListOrganizationsResponse
+	(*GetOrganizationRequest)(nil),      // 11: schakel.v1.GetOrganizationRequest
+	(*GetOrganizationResponse)(nil),     // 12: schakel.v1.GetOrganizationResponse
+	(*RotateKeyRequest)(nil),            // 13: schakel.v1.RotateKeyRequest
+	(*RotateKeyResponse)(nil),           // 14: schakel.v1.RotateKeyResponse
+	(*ResolveDIDRequest)(nil),           // 15: schakel.v1.ResolveDIDRequest
+	(*ResolveDIDResponse)(nil),          // 16: schakel.v1.ResolveDIDResponse
+	(*SubmitDocumentsRequest)(nil),      // 17: schakel.v1.SubmitDocumentsRequest
+	(*SubmitDocumentsResponse)(nil),     // 18: schakel.v1.SubmitDocumentsResponse
+	(*DocumentResult)(nil),              // 19: schakel.v1.DocumentResult
+	(*Endpoint)(nil),                    // 20: schakel.v1.Endpoint
+	(*OrganizationInfo)(nil),            // 21: schakel.v1.OrganizationInfo
+	(*ServiceRegistration)(nil),         // 22: schakel.v1.ServiceRegistration
+	(*Credential)(nil),                  // 23: schakel.v1.Credential
+	(*IssueCredentialRequest)(nil),      // 24: schakel.v1.IssueCredentialRequest
+	(*IssueCredentialResponse)(nil),     // 25: schakel.v1.IssueCredentialResponse
+	(*ListCredentialsRequest)(nil),      // 26: schakel.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),     // 27: schakel.v1.ListCredentialsResponse
+	(*SearchDirectoryRequest)(nil),      // 28: schakel.v1.SearchDirectoryRequest
+	(*SearchDirectoryResponse)(nil),     // 29: schakel.v1.SearchDirectoryResponse
+	(*DirectoryEntry)(nil),              // 30: schakel.v1.DirectoryEntry
+	(*VerifyCredentialRequest)(nil),     // 31: schakel.v1.VerifyCredentialRequest
+	(*VerifyCredentialResponse)(nil),    // 32: schakel.v1.VerifyCredentialResponse
+	(*RevokeCredentialRequest)(nil),     // 33: schakel.v1.RevokeCredentialRequest
+	(*RevokeCredentialResponse)(nil),    // 34: schakel.v1.RevokeCredentialResponse
+	(*GetLogInfoRequest)(nil),           // 35: schakel.v1.GetLogInfoRequest
+	(*GetLogInfoResponse)(nil),          // 36: schakel.v1.GetLogInfoResponse
+	(*ListEntriesRequest)(nil),          // 37: schakel.v1.ListEntriesRequest
+	(*ListEntriesResponse)(nil),         // 38: schakel.v1.ListEntriesResponse
+	(*ListCheckpointsRequest)(nil),      // 39: schakel.v1.ListCheckpointsRequest
+	(*ListCheckpointsResponse)(nil),     // 40: schakel.v1.ListCheckpointsResponse
+	(*SignedCheckpoint)(nil),            // 41: schakel.v1.SignedCheckpoint
+	(*GetInclusionProofRequest)(nil),    // 42: schakel.v1.GetInclusionProofRequest
+	(*GetInclusionProofResponse)(nil),   // 43: schakel.v1.GetInclusionProofResponse
+	(*GetConsistencyProofRequest)(nil),  // 44: schakel.v1.GetConsistencyProofRequest
+	(*GetConsistencyProofResponse)(nil), // 45: schakel.v1.GetConsistencyProofResponse
+	(*Requester)(nil),                   // 46: schakel.v1.Requester
+	(*Employee)(nil),                    // 47: schakel.v1.Employee
+	(*GetPatientViewRequest)(nil),       // 48: schakel.v1.GetPatientViewRequest
+	(*GetPatientViewResponse)(nil),      // 49: schakel.v1.GetPatientViewResponse
+	(*PatientLogEntry)(nil),             // 50: schakel.v1.PatientLogEntry
+	(*RecordAccessRequest)(nil),         // 51: schakel.v1.RecordAccessRequest
+	(*RecordAccessResponse)(nil),        // 52: schakel.v1.RecordAccessResponse
 }
 var file_schakel_v1_schakel_proto_depIdxs = []int32{
-	3,  // 0: schakel.v1.CreateOrganizationResponse.organization:type_name -> schakel.v1.Organization
-	3,  // 1: schakel.v1.ListOrganizationsResponse.organizations:type_name -> schakel.v1.Organization
-	3,  // 2: schakel.v1.GetOrganizationResponse.organization:type_name -> schakel.v1.Organization
-	3,  // 3: schakel.v1.RotateKeyResponse.organization:type_name -> schakel.v1.Organization
-	16, // 4: schakel.v1.SubmitDocumentsResponse.results:type_name -> schakel.v1.DocumentResult
-	17, // 5: schakel.v1.ServiceRegistration.endpoints:type_name -> schakel.v1.Endpoint
-	0,  // 6: schakel.v1.Credential.status:type_name -> schakel.v1.CredentialStatus
-	18, // 7: schakel.v1.Credential.organization:type_name -> schakel.v1.OrganizationInfo
-	19, // 8: schakel.v1.Credential.service:type_name -> schakel.v1.ServiceRegistration
-	19, // 9: schakel.v1.IssueCredentialRequest.service_registration:type_name -> schakel.v1.ServiceRegistration
-	20, // 10: schakel.v1.IssueCredentialResponse.credential:type_name -> schakel.v1.Credential
-	20, // 11: schakel.v1.ListCredentialsResponse.credentials:type_name -> schakel.v1.Credential
-	27, // 12: schakel.v1.SearchDirectoryResponse.entries:type_name -> schakel.v1.DirectoryEntry
-	18, // 13: schakel.v1.DirectoryEntry.organization:type_name -> schakel.v1.OrganizationInfo
-	19, // 14: schakel.v1.DirectoryEntry.service:type_name -> schakel.v1.ServiceRegistration
-	20, // 15: schakel.v1.VerifyCredentialResponse.credential:type_name -> schakel.v1.Credential
-	38, // 16: schakel.v1.ListCheckpointsResponse.checkpoints:type_name -> schakel.v1.SignedCheckpoint
-	44, // 17: schakel.v1.GetPatientViewRequest.employee:type_name -> schakel.v1.Employee
-	47, // 18: schakel.v1.GetPatientViewResponse.entries:type_name -> schakel.v1.PatientLogEntry
-	43, // 19: schakel.v1.RecordAccessRequest.requester:type_name -> schakel.v1.Requester
-	44, // 20: schakel.v1.RecordAccessRequest.employee:type_name -> schakel.v1.Employee
-	1,  // 21: schakel.v1.NodeService.GetNodeInfo:input_type -> schakel.v1.GetNodeInfoRequest
-	4,  // 22: schakel.v1.OrganizationService.CreateOrganization:input_type -> schakel.v1.CreateOrganizationRequest
-	6,  // 23: schakel.v1.OrganizationService.ListOrganizations:input_type -> schakel.v1.ListOrganizationsRequest
-	8,  // 24: schakel.v1.OrganizationService.GetOrganization:input_type -> schakel.v1.GetOrganizationRequest
-	10, // 25: schakel.v1.OrganizationService.RotateKey:input_type -> schakel.v1.RotateKeyRequest
-	12, // 26: schakel.v1.OrganizationService.ResolveDID:input_type -> schakel.v1.ResolveDIDRequest
-	14, // 27: schakel.v1.DocumentService.SubmitDocuments:input_type -> schakel.v1.SubmitDocumentsRequest
-	21, // 28: schakel.v1.CredentialService.IssueCredential:input_type -> schakel.v1.IssueCredentialRequest
-	23, // 29: schakel.v1.CredentialService.ListCredentials:input_type -> schakel.v1.ListCredentialsRequest
-	25, // 30: schakel.v1.CredentialService.SearchDirectory:input_type -> schakel.v1.SearchDirectoryRequest
-	28, // 31: schakel.v1.CredentialService.VerifyCredential:input_type -> schakel.v1.VerifyCredentialRequest
-	30, // 32: schakel.v1.CredentialService.RevokeCredential:input_type -> schakel.v1.RevokeCredentialRequest
-	32, // 33: schakel.v1.LogService.GetLogInfo:input_type -> schakel.v1.GetLogInfoRequest
-	34, // 34: schakel.v1.LogService.ListEntries:input_type -> schakel.v1.ListEntriesRequest
-	36, // 35: schakel.v1.LogService.ListCheckpoints:input_type -> schakel.v1.ListCheckpointsRequest
-	39, // 36: schakel.v1.LogService.GetInclusionProof:input_type -> schakel.v1.GetInclusionProofRequest
-	41, // 37: schakel.v1.LogService.GetConsistencyProof:input_type -> schakel.v1.GetConsistencyProofRequest
-	45, // 38: schakel.v1.LogService.GetPatientView:input_type -> schakel.v1.GetPatientViewRequest
-	48, // 39: schakel.v1.LogService.RecordAccess:input_type -> schakel.v1.RecordAccessRequest
-	2,  // 40: schakel.v1.NodeService.GetNodeInfo:output_type -> schakel.v1.GetNodeInfoResponse
-	5,  // 41: schakel.v1.OrganizationService.CreateOrganization:output_type -> schakel.v1.CreateOrganizationResponse
-	7,  // 42: schakel.v1.OrganizationService.ListOrganizations:output_type -> schakel.v1.ListOrganizationsResponse
-	9,  // 43: schakel.v1.OrganizationService.GetOrganization:output_type -> schakel.v1.GetOrganizationResponse
-	11, // 44: schakel.v1.OrganizationService.RotateKey:output_type -> schakel.v1.RotateKeyResponse
-	13, // 45: schakel.v1.OrganizationService.ResolveDID:output_type -> schakel.v1.ResolveDIDResponse
-	15, // 46: schakel.v1.DocumentService.SubmitDocuments:output_type -> schakel.v1.SubmitDocumentsResponse
-	22, // 47: schakel.v1.CredentialService.IssueCredential:output_type -> schakel.v1.IssueCredentialResponse
-	24, // 48: schakel.v1.CredentialService.ListCredentials:output_type -> schakel.v1.ListCredentialsResponse
-	26, // 49: schakel.v1.CredentialService.SearchDirectory:output_type -> schakel.v1.SearchDirectoryResponse
-	29, // 50: schakel.v1.CredentialService.VerifyCredential:output_type -> schakel.v1.VerifyCredentialResponse
-	31, // 51: schakel.v1.CredentialService.RevokeCredential:output_type -> schakel.v1.RevokeCredentialResponse
-	33, // 52: schakel.v1.LogService.GetLogInfo:output_type -> schakel.v1.GetLogInfoResponse
-	35, // 53: schakel.v1.LogService.ListEntries:output_type -> schakel.v1.ListEntriesResponse
-	37, // 54: schakel.v1.LogService.ListCheckpoints:output_type -> schakel.v1.ListCheckpointsResponse
-	40, // 55: schakel.v1.LogService.GetInclusionProof:output_type -> schakel.v1.GetInclusionProofResponse
-	42, // 56: schakel.v1.LogService.GetConsistencyProof:output_type -> schakel.v1.GetConsistencyProofResponse
-	46, // 57: schakel.v1.LogService.GetPatientView:output_type -> schakel.v1.GetPatientViewResponse
-	49, // 58: schakel.v1.LogService.RecordAccess:output_type -> schakel.v1.RecordAccessResponse
-	40, // [40:59] is the sub-list for method output_type
-	21, // [21:40] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	3,  // 0: schakel.v1.ListPeersResponse.peers:type_name -> schakel.v1.Peer
+	6,  // 1: schakel.v1.CreateOrganizationResponse.organization:type_name -> schakel.v1.Organization
+	6,  // 2: schakel.v1.ListOrganizationsResponse.organizations:type_name -> schakel.v1.Organization
+	6,  // 3: schakel.v1.GetOrganizationResponse.organization:type_name -> schakel.v1.Organization
+	6,  // 4: schakel.v1.RotateKeyResponse.organization:type_name -> schakel.v1.Organization
+	19, // 5: schakel.v1.SubmitDocumentsResponse.results:type_name -> schakel.v1.DocumentResult
+	20, // 6: schakel.v1.ServiceRegistration.endpoints:type_name -> schakel.v1.Endpoint
+	0,  // 7: schakel.v1.Credential.status:type_name -> schakel.v1.CredentialStatus
+	21, // 8: schakel.v1.Credential.organization:type_name -> schakel.v1.OrganizationInfo
+	22, // 9: schakel.v1.Credential.service:type_name -> schakel.v1.ServiceRegistration
+	22, // 10: schakel.v1.IssueCredentialRequest.service_registration:type_name -> schakel.v1.ServiceRegistration
+	23, // 11: schakel.v1.IssueCredentialResponse.credential:type_name -> schakel.v1.Credential
+	23, // 12: schakel.v1.ListCredentialsResponse.credentials:type_name -> schakel.v1.Credential
+	30, // 13: schakel.v1.SearchDirectoryResponse.entries:type_name -> schakel.v1.DirectoryEntry
+	21, // 14: schakel.v1.DirectoryEntry.organization:type_name -> schakel.v1.OrganizationInfo
+	22, // 15: schakel.v1.DirectoryEntry.service:type_name -> schakel.v1.ServiceRegistration
+	23, // 16: schakel.v1.VerifyCredentialResponse.credential:type_name -> schakel.v1.Credential
+	41, // 17: schakel.v1.ListCheckpointsResponse.checkpoints:type_name -> schakel.v1.SignedCheckpoint
+	47, // 18: schakel.v1.GetPatientViewRequest.employee:type_name -> schakel.v1.Employee
+	50, // 19: schakel.v1.GetPatientViewResponse.entries:type_name -> schakel.v1.PatientLogEntry
+	46, // 20: schakel.v1.RecordAccessRequest.requester:type_name -> schakel.v1.Requester
+	47, // 21: schakel.v1.RecordAccessRequest.employee:type_name -> schakel.v1.Employee
+	4,  // 22: schakel.v1.NodeService.GetNodeInfo:input_type -> schakel.v1.GetNodeInfoRequest
+	1,  // 23: schakel.v1.NodeService.ListPeers:input_type -> schakel.v1.ListPeersRequest
+	7,  // 24: schakel.v1.OrganizationService.CreateOrganization:input_type -> schakel.v1.CreateOrganizationRequest
+	9,  // 25: schakel.v1.OrganizationService.ListOrganizations:input_type -> schakel.v1.ListOrganizationsRequest
+	11, // 26: schakel.v1.OrganizationService.GetOrganization:input_type -> schakel.v1.GetOrganizationRequest
+	13, // 27: schakel.v1.OrganizationService.RotateKey:input_type -> schakel.v1.RotateKeyRequest
+	15, // 28: schakel.v1.OrganizationService.ResolveDID:input_type -> schakel.v1.ResolveDIDRequest
+	17, // 29: schakel.v1.DocumentService.SubmitDocuments:input_type -> schakel.v1.SubmitDocumentsRequest
+	24, // 30: schakel.v1.CredentialService.IssueCredential:input_type -> schakel.v1.IssueCredentialRequest
+	26, // 31: schakel.v1.CredentialService.ListCredentials:input_type -> schakel.v1.ListCredentialsRequest
+	28, // 32: schakel.v1.CredentialService.SearchDirectory:input_type -> schakel.v1.SearchDirectoryRequest
+	31, // 33: schakel.v1.CredentialService.VerifyCredential:input_type -> schakel.v1.VerifyCredentialRequest
+	33, // 34: schakel.v1.CredentialService.RevokeCredential:input_type -> schakel.v1.RevokeCredentialRequest
+	35, // 35: schakel.v1.LogService.GetLogInfo:input_type -> schakel.v1.GetLogInfoRequest
+	37, // 36: schakel.v1.LogService.ListEntries:input_type -> schakel.v1.ListEntriesRequest
+	39, // 37: schakel.v1.LogService.ListCheckpoints:input_type -> schakel.v1.ListCheckpointsRequest
+	42, // 38: schakel.v1.LogService.GetInclusionProof:input_type -> schakel.v1.GetInclusionProofRequest
+	44, // 39: schakel.v1.LogService.GetConsistencyProof:input_type -> schakel.v1.GetConsistencyProofRequest
+	48, // 40: schakel.v1.LogService.GetPatientView:input_type -> schakel.v1.GetPatientViewRequest
+	51, // 41: schakel.v1.LogService.RecordAccess:input_type -> schakel.v1.RecordAccessRequest
+	5,  // 42: schakel.v1.NodeService.GetNodeInfo:output_type -> schakel.v1.GetNodeInfoResponse
+	2,  // 43: schakel.v1.NodeService.ListPeers:output_type -> schakel.v1.ListPeersResponse
+	8,  // 44: schakel.v1.OrganizationService.CreateOrganization:output_type -> schakel.v1.CreateOrganizationResponse
+	10, // 45: schakel.v1.OrganizationService.ListOrganizations:output_type -> schakel.v1.ListOrganizationsResponse
+	12, // 46: schakel.v1.OrganizationService.GetOrganization:output_type -> schakel.v1.GetOrganizationResponse
+	14, // 47: schakel.v1.OrganizationService.RotateKey:output_type -> schakel.v1.RotateKeyResponse
+	16, // 48: schakel.v1.OrganizationService.ResolveDID:output_type -> schakel.v1.ResolveDIDResponse
+	18, // 49: schakel.v1.DocumentService.SubmitDocuments:output_type -> schakel.v1.SubmitDocumentsResponse
+	25, // 50: schakel.v1.CredentialService.IssueCredential:output_type -> schakel.v1.IssueCredentialResponse
+	27, // 51: schakel.v1.CredentialService.ListCredentials:output_type -> schakel.v1.ListCredentialsResponse
+	29, // 52: schakel.v1.CredentialService.SearchDirectory:output_type -> schakel.v1.SearchDirectoryResponse
+	32, // 53: schakel.v1.CredentialService.VerifyCredential:output_type -> schakel.v1.VerifyCredentialResponse
+	34, // 54: schakel.v1.CredentialService.RevokeCredential:output_type -> schakel.v1.RevokeCredentialResponse
+	36, // 55: schakel.v1.LogService.GetLogInfo:output_type -> schakel.v1.GetLogInfoResponse
+	38, // 56: schakel.v1.LogService.ListEntries:output_type -> schakel.v1.ListEntriesResponse
+	40, // 57: schakel.v1.LogService.ListCheckpoints:output_type -> schakel.v1.ListCheckpointsResponse
+	43, // 58: schakel.v1.LogService.GetInclusionProof:output_type -> schakel.v1.GetInclusionProofResponse
+	45, // 59: schakel.v1.LogService.GetConsistencyProof:output_type -> schakel.v1.GetConsistencyProofResponse
+	49, // 60: schakel.v1.LogService.GetPatientView:output_type -> schakel.v1.GetPatientViewResponse
+	52, // 61: schakel.v1.LogService.RecordAccess:output_type -> schakel.v1.RecordAccessResponse
+	42, // [42:62] is the sub-list for method output_type
+	22, // [22:42] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_schakel_v1_schakel_proto_init() }
@@ -3298,10 +3537,10 @@ func file_schakel_v1_schakel_proto_init() {
 	if File_schakel_v1_schakel_proto != nil {
 		return
 	}
-	file_schakel_v1_schakel_proto_msgTypes[20].OneofWrappers = []any{
+	file_schakel_v1_schakel_proto_msgTypes[23].OneofWrappers = []any{
 		(*IssueCredentialRequest_ServiceRegistration)(nil),
 	}
-	file_schakel_v1_schakel_proto_msgTypes[27].OneofWrappers = []any{
+	file_schakel_v1_schakel_proto_msgTypes[30].OneofWrappers = []any{
 		(*VerifyCredentialRequest_Jwt)(nil),
 		(*VerifyCredentialRequest_Id)(nil),
 	}
@@ -3311,7 +3550,7 @@ func file_schakel_v1_schakel_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_schakel_v1_schakel_proto_rawDesc), len(file_schakel_v1_schakel_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   49,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

@@ -49,6 +49,8 @@ const (
 const (
 	// NodeServiceGetNodeInfoProcedure is the fully-qualified name of the NodeService's GetNodeInfo RPC.
 	NodeServiceGetNodeInfoProcedure = "/schakel.v1.NodeService/GetNodeInfo"
+	// NodeServiceListPeersProcedure is the fully-qualified name of the NodeService's ListPeers RPC.
+	NodeServiceListPeersProcedure = "/schakel.v1.NodeService/ListPeers"
 	// OrganizationServiceCreateOrganizationProcedure is the fully-qualified name of the
 	// OrganizationService's CreateOrganization RPC.
 	OrganizationServiceCreateOrganizationProcedure = "/schakel.v1.OrganizationService/CreateOrganization"
@@ -105,6 +107,8 @@ const (
 // NodeServiceClient is a client for the schakel.v1.NodeService service.
 type NodeServiceClient interface {
 	GetNodeInfo(context.Context, *connect.Request[v1.GetNodeInfoRequest]) (*connect.Response[v1.GetNodeInfoResponse], error)
+	// ListPeers lists the peers the node is or was connected to: admission, liveness, sync state.
+	ListPeers(context.Context, *connect.Request[v1.ListPeersRequest]) (*connect.Response[v1.ListPeersResponse], error)
 }
 
 // NewNodeServiceClient constructs a client for the schakel.v1.NodeService service. By default, it
@@ -125,12 +129,20 @@ func NewNodeServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		listPeers: connect.NewClient[v1.ListPeersRequest, v1.ListPeersResponse](
+			httpClient,
+			baseURL+NodeServiceListPeersProcedure,
+			connect.WithSchema(nodeServiceMethods.ByName("ListPeers")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // nodeServiceClient implements NodeServiceClient.
 type nodeServiceClient struct {
 	getNodeInfo *connect.Client[v1.GetNodeInfoRequest, v1.GetNodeInfoResponse]
+	listPeers   *connect.Client[v1.ListPeersRequest, v1.ListPeersResponse]
 }
 
 // GetNodeInfo calls schakel.v1.NodeService.GetNodeInfo.
@@ -138,9 +150,16 @@ func (c *nodeServiceClient) GetNodeInfo(ctx context.Context, req *connect.Reques
 	return c.getNodeInfo.CallUnary(ctx, req)
 }
 
+// ListPeers calls schakel.v1.NodeService.ListPeers.
+func (c *nodeServiceClient) ListPeers(ctx context.Context, req *connect.Request[v1.ListPeersRequest]) (*connect.Response[v1.ListPeersResponse], error) {
+	return c.listPeers.CallUnary(ctx, req)
+}
+
 // NodeServiceHandler is an implementation of the schakel.v1.NodeService service.
 type NodeServiceHandler interface {
 	GetNodeInfo(context.Context, *connect.Request[v1.GetNodeInfoRequest]) (*connect.Response[v1.GetNodeInfoResponse], error)
+	// ListPeers lists the peers the node is or was connected to: admission, liveness, sync state.
+	ListPeers(context.Context, *connect.Request[v1.ListPeersRequest]) (*connect.Response[v1.ListPeersResponse], error)
 }
 
 // NewNodeServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -157,10 +176,19 @@ func NewNodeServiceHandler(svc NodeServiceHandler, opts ...connect.HandlerOption
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	nodeServiceListPeersHandler := connect.NewUnaryHandler(
+		NodeServiceListPeersProcedure,
+		svc.ListPeers,
+		connect.WithSchema(nodeServiceMethods.ByName("ListPeers")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/schakel.v1.NodeService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case NodeServiceGetNodeInfoProcedure:
 			nodeServiceGetNodeInfoHandler.ServeHTTP(w, r)
+		case NodeServiceListPeersProcedure:
+			nodeServiceListPeersHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -172,6 +200,10 @@ type UnimplementedNodeServiceHandler struct{}
 
 func (UnimplementedNodeServiceHandler) GetNodeInfo(context.Context, *connect.Request[v1.GetNodeInfoRequest]) (*connect.Response[v1.GetNodeInfoResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("schakel.v1.NodeService.GetNodeInfo is not implemented"))
+}
+
+func (UnimplementedNodeServiceHandler) ListPeers(context.Context, *connect.Request[v1.ListPeersRequest]) (*connect.Response[v1.ListPeersResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("schakel.v1.NodeService.ListPeers is not implemented"))
 }
 
 // OrganizationServiceClient is a client for the schakel.v1.OrganizationService service.

@@ -1,0 +1,258 @@
+package network
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// peerState is what the node knows of one peer it has been connected to.
+type peerState struct {
+	org            string
+	admitted       bool
+	connected      bool
+	helloing       bool
+	lastSeen       time.Time
+	lastSync       time.Time
+	lastSyncErr    string
+	syncs, fetched int
+	membershipAddr string
+}
+
+// PeerInfo describes a peer for operators (`schakel peers`).
+type PeerInfo struct {
+	ID          string
+	Org         string
+	Addrs       []string
+	Admitted    bool
+	Connected   bool
+	LastSeen    time.Time
+	LastSync    time.Time
+	LastSyncErr string
+	Syncs       int
+	Fetched     int
+}
+
+// Peers lists the peers the node is or was connected to, admitted ones first.
+func (n *Network) Peers() []PeerInfo {
+	n.mu.Lock()
+	out := make([]PeerInfo, 0, len(n.peers))
+	for id, s := range n.peers {
+		out = append(out, PeerInfo{
+			ID: id.String(), Org: s.org, Admitted: s.admitted, Connected: s.connected,
+			LastSeen: s.lastSeen, LastSync: s.lastSync, LastSyncErr: s.lastSyncErr,
+			Syncs: s.syncs, Fetched: s.fetched,
+		})
+	}
+	n.mu.Unlock()
+	for i := range out {
+		for _, a := range n.host.Peerstore().Addrs(peer.ID(mustDecode(out[i].ID))) {
+			out[i].Addrs = append(out[i].Addrs, a.String())
+		}
+	}
+	slices.SortFunc(out, func(a, b PeerInfo) int {
+		if a.Admitted != b.Admitted {
+			if a.Admitted {
+				return -1
+			}
+			return 1
+		}
+		if a.ID < b.ID {
+			return -1
+		}
+		return 1
+	})
+	return out
+}
+
+func mustDecode(s string) peer.ID {
+	id, err := peer.Decode(s)
+	if err != nil {
+		return ""
+	}
+	return id
+}
+
+// state returns p's state, creating it; callers hold n.mu.
+func (n *Network) state(p peer.ID) *peerState {
+	s, ok := n.peers[p]
+	if !ok {
+		s = &peerState{}
+		n.peers[p] = s
+	}
+	return s
+}
+
+// AdmittedPeers returns the connected, admitted peers.
+func (n *Network) AdmittedPeers() []peer.ID {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []peer.ID
+	for id, s := range n.peers {
+		if s.admitted && s.connected {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// PeerOf returns a connected, admitted peer hosting org.
+func (n *Network) PeerOf(ctx context.Context, org string) (peer.ID, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for id, s := range n.peers {
+		if s.admitted && s.connected && s.org == org {
+			return id, true
+		}
+	}
+	return "", false
+}
+
+func (n *Network) connected(c network.Conn) {
+	p := c.RemotePeer()
+	n.mu.Lock()
+	s := n.state(p)
+	s.connected, s.lastSeen = true, n.cfg.Now()
+	start := !s.helloing && !s.admitted
+	if start {
+		s.helloing = true
+	}
+	n.mu.Unlock()
+	if !start {
+		return
+	}
+	dir := c.Stat().Direction
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.admit(p, dir)
+	}()
+}
+
+func (n *Network) disconnected(c network.Conn) {
+	p := c.RemotePeer()
+	n.gater.closed(p)
+	if n.host.Network().Connectedness(p) == network.Connected {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s := n.state(p)
+	s.connected, s.lastSeen = false, n.cfg.Now()
+	s.admitted, s.helloing = false, false
+}
+
+// admit runs the bootstrap exchange with a newly connected peer. The side that dialed calls
+// Hello; the other side waits for it. A peer that is not admitted when the exchange ends, or by
+// the bootstrap timeout, is disconnected and refused for a while.
+func (n *Network) admit(p peer.ID, dir network.Direction) {
+	defer func() {
+		n.mu.Lock()
+		n.state(p).helloing = false
+		n.mu.Unlock()
+	}()
+	if dir == network.DirOutbound {
+		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.BootstrapTimeout)
+		err := n.hello(ctx, p)
+		cancel()
+		if err != nil {
+			n.refuse(p, err.Error())
+			return
+		}
+		n.admitted(p)
+		return
+	}
+	t := time.NewTimer(n.cfg.BootstrapTimeout)
+	defer t.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+			n.refuse(p, "no introduction within the bootstrap timeout")
+			return
+		case <-tick.C:
+			n.mu.Lock()
+			ok := n.state(p).admitted
+			n.mu.Unlock()
+			if ok {
+				return
+			}
+		}
+	}
+}
+
+// admitted records that p passed admission and starts catching up with it.
+func (n *Network) admitted(p peer.ID) {
+	org, ok := n.backend.Admitted(n.ctx, p)
+	if !ok {
+		n.refuse(p, "no valid organisation credential binds it")
+		return
+	}
+	n.gater.promoted(p)
+	n.mu.Lock()
+	s := n.state(p)
+	first := !s.admitted
+	s.admitted, s.org, s.lastSeen = true, org, n.cfg.Now()
+	addr := s.membershipAddr
+	n.mu.Unlock()
+	if !first {
+		return
+	}
+	n.log.Info("peer admitted", slog.String("peer", p.String()), slog.String("org", org))
+	if n.cfg.OnAdmitted != nil {
+		n.cfg.OnAdmitted(p, org)
+	}
+	if addr != "" && n.ml != nil {
+		n.joinMembership(addr)
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.syncWith(n.ctx, p)
+	}()
+}
+
+// refuse disconnects p and keeps it out for a while.
+func (n *Network) refuse(p peer.ID, why string) {
+	if n.ctx.Err() != nil {
+		return
+	}
+	n.log.Warn("peer refused", slog.String("peer", p.String()), slog.String("reason", why))
+	n.m.peersRefused.Inc()
+	n.gater.deny(p, n.cfg.Now().Add(n.cfg.DenyFor))
+	_ = n.host.Network().ClosePeer(p)
+}
+
+// awaitAdmission reports whether p is admitted, waiting while its bootstrap exchange is under
+// way (at most the bootstrap timeout).
+func (n *Network) awaitAdmission(p peer.ID) bool {
+	deadline := time.Now().Add(n.cfg.BootstrapTimeout)
+	for {
+		n.mu.Lock()
+		s, ok := n.peers[p]
+		admitted, pending := ok && s.admitted, ok && s.helloing
+		n.mu.Unlock()
+		if admitted {
+			return true
+		}
+		if !pending || time.Now().After(deadline) || n.ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// isAdmitted reports whether p is a connected, admitted peer.
+func (n *Network) isAdmitted(p peer.ID) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s, ok := n.peers[p]
+	return ok && s.admitted
+}

@@ -1,0 +1,174 @@
+package network
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/schakel-health/schakel/internal/network/reconcile"
+	schakelv1 "github.com/schakel-health/schakel/proto/schakel/v1"
+)
+
+// maxSyncRounds bounds the round trips of one reconciliation; the protocol needs about one per
+// level of the index, so a peer that keeps it going longer is lying.
+const maxSyncRounds = 64
+
+// fetchBatch is how many documents one FetchDocuments call asks for.
+const fetchBatch = 128
+
+// respondReconcile answers one reconciliation message from a peer.
+func (n *Network) respondReconcile(ctx context.Context, b []byte) ([]byte, error) {
+	m, err := reconcile.ParseMessage(b)
+	if err != nil {
+		return nil, err
+	}
+	out, err := n.cat.Index().Respond(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	return out.MarshalBinary()
+}
+
+// syncLoop reconciles with a random admitted peer every SyncInterval (jittered).
+func (n *Network) syncLoop() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-time.After(jitter(n.cfg.SyncInterval)):
+		}
+		peers := n.AdmittedPeers()
+		if len(peers) == 0 {
+			continue
+		}
+		n.syncWith(n.ctx, peers[rand.IntN(len(peers))])
+	}
+}
+
+// SyncResult reports one reconciliation with a peer.
+type SyncResult struct {
+	Rounds       int
+	BytesOut     int
+	BytesIn      int
+	Missing      int // documents the peer had and this node lacked
+	Stored       int // of those, stored
+	Refused      int // of those, refused by verification
+	FetchedBytes int
+}
+
+// Sync reconciles with p now and fetches what this node lacks.
+func (n *Network) Sync(ctx context.Context, p peer.ID) (SyncResult, error) {
+	var r SyncResult
+	c := n.peerClient(p)
+	s := reconcile.NewSession(n.cat.Index())
+	msg, err := s.Start(ctx)
+	if err != nil {
+		return r, err
+	}
+	for {
+		if r.Rounds++; r.Rounds > maxSyncRounds {
+			return r, fmt.Errorf("reconciliation with %s did not end after %d rounds", p, maxSyncRounds)
+		}
+		out, err := msg.MarshalBinary()
+		if err != nil {
+			return r, err
+		}
+		cctx, cancel := context.WithTimeout(ctx, rpcCallTimeout)
+		resp, err := c.Reconcile(cctx, connect.NewRequest(&schakelv1.ReconcileRequest{Message: out}))
+		cancel()
+		if err != nil {
+			return r, err
+		}
+		in := resp.Msg.GetMessage()
+		r.BytesOut += len(out)
+		r.BytesIn += len(in)
+		reply, err := reconcile.ParseMessage(in)
+		if err != nil {
+			return r, err
+		}
+		next, done, err := s.Next(ctx, reply)
+		if err != nil {
+			return r, err
+		}
+		if done {
+			break
+		}
+		msg = next
+	}
+	missing := s.Missing()
+	r.Missing = len(missing)
+	for start := 0; start < len(missing); start += fetchBatch {
+		batch := missing[start:min(start+fetchBatch, len(missing))]
+		ids := make([][]byte, len(batch))
+		for i, it := range batch {
+			ids[i] = it.ID[:]
+		}
+		cctx, cancel := context.WithTimeout(ctx, rpcCallTimeout)
+		resp, err := c.FetchDocuments(cctx, connect.NewRequest(&schakelv1.FetchDocumentsRequest{Ids: ids}))
+		cancel()
+		if err != nil {
+			return r, err
+		}
+		docs := resp.Msg.GetDocuments()
+		if len(docs) > len(batch) {
+			return r, fmt.Errorf("peer %s sent %d documents for %d ids", p, len(docs), len(batch))
+		}
+		for i, doc := range docs {
+			r.FetchedBytes += len(doc)
+			if DocumentID(doc) != batch[i].ID {
+				return r, fmt.Errorf("peer %s sent a document that is not the one asked for", p)
+			}
+			if len(doc) > n.cfg.MaxDocumentSize {
+				return r, fmt.Errorf("peer %s sent a document of %d bytes", p, len(doc))
+			}
+			err := n.accept(ctx, doc, "sync")
+			switch {
+			case err == nil:
+				r.Stored++
+			case errors.Is(err, errDuplicate), errors.Is(err, ErrPending), errors.Is(err, ErrStale):
+			default:
+				// A document can stop verifying for this node without fault of the peer (it
+				// expired, or its issuer is not trusted here): count it, do not abort.
+				r.Refused++
+			}
+		}
+		if len(docs) < len(batch) {
+			// The answer was cut at the size bound; the rest comes in the next round.
+			break
+		}
+	}
+	return r, nil
+}
+
+// syncWith runs Sync and records its outcome in the peer's state and the metrics.
+func (n *Network) syncWith(ctx context.Context, p peer.ID) {
+	r, err := n.Sync(ctx, p)
+	n.m.syncBytes.WithLabelValues("out").Add(float64(r.BytesOut))
+	n.m.syncBytes.WithLabelValues("in").Add(float64(r.BytesIn + r.FetchedBytes))
+	n.mu.Lock()
+	s := n.state(p)
+	s.lastSync, s.syncs, s.fetched = n.cfg.Now(), s.syncs+1, s.fetched+r.Stored
+	s.lastSyncErr = ""
+	if err != nil {
+		s.lastSyncErr = err.Error()
+	}
+	n.mu.Unlock()
+	if err != nil {
+		n.m.syncRounds.WithLabelValues("error").Inc()
+		if ctx.Err() == nil {
+			n.log.Warn("reconciliation failed", slog.String("peer", p.String()), slog.Any("error", err))
+		}
+		return
+	}
+	n.m.syncRounds.WithLabelValues("ok").Inc()
+	if r.Missing > 0 {
+		n.log.Info("caught up", slog.String("peer", p.String()), slog.Int("documents", r.Stored), slog.Int("rounds", r.Rounds))
+	}
+}

@@ -1,0 +1,294 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/schakel-health/schakel/crypto"
+	"github.com/schakel-health/schakel/internal/did"
+	"github.com/schakel-health/schakel/internal/network"
+	"github.com/schakel-health/schakel/internal/vc"
+	schakelv1 "github.com/schakel-health/schakel/proto/schakel/v1"
+)
+
+// The node is the network's Backend: it verifies and stores documents, decides admission, and
+// acts on private messages and witness requests.
+var _ network.Backend = (*peerBackend)(nil)
+
+type peerBackend struct {
+	n *Node
+
+	mu    sync.Mutex
+	cache map[peer.ID]admission
+}
+
+type admission struct {
+	org   string
+	ok    bool
+	until time.Time
+}
+
+// How long an admission decision is reused: a revoked organisation credential ends admission
+// within admitFor; a newcomer refused a moment ago may be admitted once its documents arrive.
+const (
+	admitFor  = 30 * time.Second
+	refuseFor = time.Second
+)
+
+// Accept implements network.Backend: it verifies and stores one public document.
+func (b *peerBackend) Accept(ctx context.Context, doc []byte) (bool, error) {
+	n := b.n
+	h, err := crypto.ParseHeader(doc)
+	if err != nil {
+		return false, err
+	}
+	var stored bool
+	switch h.Type {
+	case did.EventJWSType:
+		_, stored, err = n.dids.AddEvent(ctx, doc)
+	case did.DocumentJWSType:
+		_, stored, err = n.dids.PutDocument(ctx, doc)
+	case vc.JWSType:
+		_, stored, err = n.creds.Add(ctx, doc)
+	default:
+		return false, fmt.Errorf("unknown document type %q", clip(h.Type))
+	}
+	switch {
+	case err == nil:
+		return stored, nil
+	case errors.Is(err, did.ErrUnknownDID), errors.Is(err, did.ErrNoKey), errors.Is(err, vc.ErrStatusUnavailable):
+		return false, fmt.Errorf("%w: %w", network.ErrPending, err)
+	case errors.Is(err, vc.ErrRollback), errors.Is(err, vc.ErrExpired), errors.Is(err, vc.ErrRevoked):
+		return false, fmt.Errorf("%w: %w", network.ErrStale, err)
+	default:
+		return false, err
+	}
+}
+
+// Introduce implements network.Backend. Nothing a newcomer presents is stored unless it carries an
+// organisation credential that verifies against a trusted register and a DID document of that
+// organisation binding the newcomer's peer id: strangers leave no trace.
+func (b *peerBackend) Introduce(ctx context.Context, p peer.ID, docs [][]byte) (string, error) {
+	if org, ok := b.Admitted(ctx, p); ok {
+		b.acceptAll(ctx, docs)
+		return org, nil
+	}
+	subjects := map[string]bool{}
+	for _, d := range docs {
+		h, err := crypto.ParseHeader(d)
+		if err != nil || h.Type != vc.JWSType {
+			continue
+		}
+		c, err := vc.Parse(d)
+		if err != nil || c.Kind != vc.OrganizationCredential || !slices.Contains(b.n.cfg.TrustedRegisters, c.Issuer) {
+			continue
+		}
+		subjects[c.Subject] = true
+	}
+	bound := ""
+	for _, d := range docs {
+		if id, peers, ok := documentBinding(d); ok && subjects[id] && slices.Contains(peers, p.String()) {
+			bound = id
+		}
+	}
+	if bound == "" {
+		return "", fmt.Errorf("%w: no organisation credential from a trusted register for an organisation that binds %s", network.ErrNotAdmitted, p)
+	}
+	b.acceptAll(ctx, docs)
+	b.forget(p)
+	if org, ok := b.Admitted(ctx, p); ok {
+		return org, nil
+	}
+	return "", fmt.Errorf("%w: the presented credential of %s does not verify", network.ErrNotAdmitted, bound)
+}
+
+// acceptAll stores what verifies of docs, retrying those that wait for a later one.
+func (b *peerBackend) acceptAll(ctx context.Context, docs [][]byte) {
+	pending := docs
+	for range 4 {
+		var again [][]byte
+		for _, d := range pending {
+			if _, err := b.Accept(ctx, d); errors.Is(err, network.ErrPending) {
+				again = append(again, d)
+			}
+		}
+		if len(again) == 0 || len(again) == len(pending) {
+			return
+		}
+		pending = again
+	}
+}
+
+// documentBinding returns the DID and bound peer ids of a DID document, unverified.
+func documentBinding(doc []byte) (string, []string, bool) {
+	h, err := crypto.ParseHeader(doc)
+	if err != nil || h.Type != did.DocumentJWSType {
+		return "", nil, false
+	}
+	payload, _, err := crypto.ParseUnverified(doc)
+	if err != nil {
+		return "", nil, false
+	}
+	var d did.Document
+	if json.Unmarshal(payload, &d) != nil {
+		return "", nil, false
+	}
+	return d.ID, d.PeerIDs(), true
+}
+
+func (b *peerBackend) forget(p peer.ID) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.cache, p)
+}
+
+// Admitted implements network.Backend: p is admitted when the current DID document of an
+// organisation binds it and that organisation holds a valid OrganizationCredential from a trusted
+// register (signature, validity, revocation status).
+func (b *peerBackend) Admitted(ctx context.Context, p peer.ID) (string, bool) {
+	now := b.n.cfg.Now()
+	b.mu.Lock()
+	if a, ok := b.cache[p]; ok && now.Before(a.until) {
+		b.mu.Unlock()
+		return a.org, a.ok
+	}
+	b.mu.Unlock()
+	a := admission{until: now.Add(refuseFor)}
+	orgs, err := b.n.catalog.PeerOrganizations(ctx, p)
+	if err == nil {
+		for _, org := range orgs {
+			if b.credentialed(ctx, org) {
+				a = admission{org: org, ok: true, until: now.Add(admitFor)}
+				break
+			}
+		}
+	}
+	b.mu.Lock()
+	if b.cache == nil || len(b.cache) > 1<<16 {
+		b.cache = map[peer.ID]admission{}
+	}
+	b.cache[p] = a
+	b.mu.Unlock()
+	return a.org, a.ok
+}
+
+// credentialed reports whether org holds a valid OrganizationCredential from a trusted register.
+func (b *peerBackend) credentialed(ctx context.Context, org string) bool {
+	cs, err := b.n.creds.List(ctx, vc.Filter{Party: org, Kind: vc.OrganizationCredential})
+	if err != nil {
+		return false
+	}
+	for _, c := range cs {
+		if c.Subject != org {
+			continue
+		}
+		if _, err := b.n.creds.Verifier().Verify(ctx, c.JWT); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// Introduction implements network.Backend: for every hosted organisation, what admits it — the
+// registers' key events and status lists, its key events, DID document and organisation
+// credentials — in dependency order.
+func (b *peerBackend) Introduction(ctx context.Context) ([][]byte, error) {
+	n := b.n
+	hs, err := n.orgs.list(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out [][]byte
+	seen := map[string]bool{}
+	add := func(d []byte) {
+		if d != nil && !seen[string(d)] {
+			seen[string(d)] = true
+			out = append(out, d)
+		}
+	}
+	for _, h := range hs {
+		cs, err := n.creds.List(ctx, vc.Filter{Party: h.DID, Kind: vc.OrganizationCredential})
+		if err != nil {
+			return nil, err
+		}
+		var creds [][]byte
+		for _, c := range cs {
+			if c.Subject != h.DID || n.creds.Verifier().Check(ctx, c) != nil {
+				continue
+			}
+			evs, err := n.dids.Events(ctx, c.Issuer)
+			if err != nil {
+				return nil, err
+			}
+			for _, e := range evs {
+				add(e)
+			}
+			if c.Status != nil {
+				if l, err := n.creds.StatusList(ctx, c.Status.StatusListCredential); err == nil {
+					add(l)
+				}
+			}
+			creds = append(creds, c.JWT)
+		}
+		evs, err := n.dids.Events(ctx, h.DID)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range evs {
+			add(e)
+		}
+		if _, doc, err := n.dids.Document(ctx, h.DID); err == nil {
+			add(doc)
+		}
+		for _, c := range creds {
+			add(c)
+		}
+		if len(out) > 48 {
+			break
+		}
+	}
+	return out, nil
+}
+
+// Deliver implements network.Backend.
+func (b *peerBackend) Deliver(ctx context.Context, p peer.ID, m *schakelv1.DeliverRequest) (bool, error) {
+	return false, errors.New("private delivery is not served yet")
+}
+
+// LogProof implements network.Backend: the latest checkpoint of a hosted log and a consistency
+// proof to it from oldSize.
+func (b *peerBackend) LogProof(ctx context.Context, origin string, oldSize int64) ([]byte, [][]byte, error) {
+	return nil, nil, errors.New("log proofs are not served yet")
+}
+
+// AcceptNote implements network.Backend.
+func (b *peerBackend) AcceptNote(ctx context.Context, p peer.ID, note []byte) error {
+	return fmt.Errorf("%w: notes are not handled yet", network.ErrStale)
+}
+
+// ListPeers lists the peers the node is or was connected to.
+func (n *Node) ListPeers(ctx context.Context, _ *schakelv1.ListPeersRequest) (*schakelv1.ListPeersResponse, error) {
+	resp := &schakelv1.ListPeersResponse{Addrs: n.net.Addrs(), Members: n.net.Members()}
+	for _, p := range n.net.Peers() {
+		resp.Peers = append(resp.Peers, &schakelv1.Peer{
+			PeerId: p.ID, Organization: p.Org, Addrs: p.Addrs, Admitted: p.Admitted, Connected: p.Connected,
+			LastSeenUnix: unix(p.LastSeen), LastSyncUnix: unix(p.LastSync), LastSyncError: p.LastSyncErr,
+			Syncs: int32(p.Syncs), Fetched: int32(p.Fetched),
+		})
+	}
+	return resp, nil
+}
+
+func unix(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.Unix()
+}

@@ -1,0 +1,172 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/schakel-health/schakel/internal/network"
+	"github.com/schakel-health/schakel/internal/register"
+	"github.com/schakel-health/schakel/internal/vc"
+	schakelv1 "github.com/schakel-health/schakel/proto/schakel/v1"
+)
+
+// netNode is a node on loopback hosting one credentialed organisation.
+type netNode struct {
+	*Node
+	org string
+}
+
+// newNetNode starts a node hosting one organisation that reg admits (unless admit is false).
+func newNetNode(t *testing.T, reg *register.Register, name string, admit bool) *netNode {
+	t.Helper()
+	ctx := t.Context()
+	cfg := DefaultConfig()
+	cfg.InMemory = true
+	cfg.APIAddr = "127.0.0.1:0"
+	cfg.P2PAddr = "/ip4/127.0.0.1/tcp/0"
+	cfg.TrustedRegisters = []string{reg.DID()}
+	cfg.SyncInterval = 2 * time.Second
+	var w io.Writer = io.Discard
+	if os.Getenv("SCHAKEL_TEST_LOG") != "" {
+		w = os.Stderr
+	}
+	n, err := New(cfg, slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", name))
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	if err := n.Start(ctx); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() { n.Close(context.Background()) })
+	resp, err := n.CreateOrganization(ctx, &schakelv1.CreateOrganizationRequest{Name: name})
+	if err != nil {
+		t.Fatalf("CreateOrganization: %v", err)
+	}
+	org := resp.GetOrganization().GetDid()
+	docs := reg.Documents()
+	if admit {
+		c, err := reg.Issue(ctx, vc.Organization{ID: org, Name: name, URA: "01234567", Type: "Z3", City: "Utrecht"}, 24*time.Hour, time.Now())
+		if err != nil {
+			t.Fatalf("register Issue: %v", err)
+		}
+		docs = append(docs, string(c.JWT))
+	}
+	if _, err := n.SubmitDocuments(ctx, &schakelv1.SubmitDocumentsRequest{Documents: docs}); err != nil {
+		t.Fatalf("SubmitDocuments: %v", err)
+	}
+	return &netNode{Node: n, org: org}
+}
+
+func newRegister(t *testing.T) *register.Register {
+	t.Helper()
+	reg, err := register.Init(t.Context(), t.TempDir(), "test register", time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatalf("register.Init: %v", err)
+	}
+	return reg
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func link(t *testing.T, a, b *netNode) {
+	t.Helper()
+	if err := a.Network().Connect(t.Context(), b.Network().Addrs()[0]); err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+}
+
+func admittedCount(n *netNode) int { return len(n.Network().AdmittedPeers()) }
+
+// TestNetworkAdmissionGossipAndForgery runs ten credentialed nodes: each admits the others, a
+// credential published anywhere reaches every node, a tampered one reaches none, and a node whose
+// organisation has no credential is refused at the door.
+func TestNetworkAdmissionGossipAndForgery(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts ten nodes")
+	}
+	ctx := t.Context()
+	reg := newRegister(t)
+	var nodes []*netNode
+	for i := range 10 {
+		nodes = append(nodes, newNetNode(t, reg, fmt.Sprintf("Praktijk %d", i), true))
+	}
+	for i := 1; i < len(nodes); i++ {
+		link(t, nodes[i], nodes[0])
+		if i > 1 {
+			link(t, nodes[i], nodes[i-1])
+		}
+	}
+	for i, n := range nodes {
+		eventually(t, 10*time.Second, fmt.Sprintf("node %d admits its peers", i), func() bool { return admittedCount(n) >= 1 })
+	}
+	// Every node learns every organisation (by reconciliation on connection and by gossip).
+	for i, n := range nodes {
+		eventually(t, 20*time.Second, fmt.Sprintf("node %d knows all organisations", i), func() bool {
+			cs, err := n.creds.List(ctx, vc.Filter{Kind: vc.OrganizationCredential})
+			return err == nil && len(cs) == len(nodes)
+		})
+	}
+	// Wait for the gossip meshes to form before publishing.
+	time.Sleep(2 * time.Second)
+	sr := &schakelv1.IssueCredentialRequest_ServiceRegistration{ServiceRegistration: &schakelv1.ServiceRegistration{
+		Endpoints: []*schakelv1.Endpoint{{Type: "fhir", Url: "https://p5.example/fhir"}}}}
+	issued, err := nodes[5].IssueCredential(ctx, &schakelv1.IssueCredentialRequest{Organization: nodes[5].org, Subject: sr})
+	if err != nil {
+		t.Fatalf("IssueCredential: %v", err)
+	}
+	id := issued.GetCredential().GetId()
+	for i, n := range nodes {
+		eventually(t, 10*time.Second, fmt.Sprintf("node %d stores the service registration", i), func() bool {
+			_, err := n.creds.Get(ctx, id)
+			return err == nil
+		})
+	}
+
+	// A tampered credential published straight into gossip is refused by the first receiver and
+	// reaches nobody.
+	forged := []byte(issued.GetCredential().GetJwt())
+	forged[len(forged)-10] ^= 1
+	if err := nodes[3].Network().Publish(ctx, forged); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	time.Sleep(time.Second)
+	for i, n := range nodes {
+		if i == 3 {
+			continue
+		}
+		if ok, _ := n.catalog.Has(ctx, network.DocumentID(forged)); ok {
+			t.Fatalf("node %d stored a forged credential", i)
+		}
+	}
+
+	// An organisation without a credential is refused at the door.
+	insurer := newNetNode(t, reg, "Zorgverzekeraar", false)
+	_ = insurer.Network().Connect(ctx, nodes[0].Network().Addrs()[0])
+	time.Sleep(time.Second)
+	if admittedCount(insurer) != 0 {
+		t.Fatalf("the insurer's node was admitted by %d peers", admittedCount(insurer))
+	}
+	for _, p := range nodes[0].Network().Peers() {
+		if p.ID == insurer.PeerID().String() && (p.Admitted || p.Connected) {
+			t.Fatalf("node 0 keeps the insurer's node: %+v", p)
+		}
+	}
+	if orgs, _ := nodes[0].catalog.PeerOrganizations(ctx, insurer.PeerID()); len(orgs) != 0 {
+		t.Fatalf("node 0 stored the insurer's DID document")
+	}
+}
