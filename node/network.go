@@ -257,11 +257,6 @@ func (b *peerBackend) Introduction(ctx context.Context) ([][]byte, error) {
 	return out, nil
 }
 
-// Deliver implements network.Backend.
-func (b *peerBackend) Deliver(ctx context.Context, p peer.ID, m *schakelv1.DeliverRequest) (bool, error) {
-	return false, errors.New("private delivery is not served yet")
-}
-
 // LogProof implements network.Backend: the latest checkpoint of a hosted log and a consistency
 // proof to it from oldSize.
 func (b *peerBackend) LogProof(ctx context.Context, origin string, oldSize int64) ([]byte, [][]byte, error) {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/schakel-health/schakel/internal/network"
+	"github.com/schakel-health/schakel/internal/network/outbox"
 	"github.com/schakel-health/schakel/internal/register"
 	"github.com/schakel-health/schakel/internal/vc"
 	schakelv1 "github.com/schakel-health/schakel/proto/schakel/v1"
@@ -24,9 +25,18 @@ type netNode struct {
 // newNetNode starts a node hosting one organisation that reg admits (unless admit is false).
 func newNetNode(t *testing.T, reg *register.Register, name string, admit bool) *netNode {
 	t.Helper()
+	n := startNetNode(t, reg, "", name)
+	n.org = hostOrganization(t, n.Node, reg, name, admit)
+	return n
+}
+
+// startNetNode starts a node on loopback, in memory when dir is empty; it hosts nothing yet.
+func startNetNode(t *testing.T, reg *register.Register, dir, name string) *netNode {
+	t.Helper()
 	ctx := t.Context()
 	cfg := DefaultConfig()
-	cfg.InMemory = true
+	cfg.InMemory = dir == ""
+	cfg.DataDir = dir
 	cfg.APIAddr = "127.0.0.1:0"
 	cfg.P2PAddr = "/ip4/127.0.0.1/tcp/0"
 	cfg.TrustedRegisters = []string{reg.DID()}
@@ -43,6 +53,13 @@ func newNetNode(t *testing.T, reg *register.Register, name string, admit bool) *
 		t.Fatalf("Start: %v", err)
 	}
 	t.Cleanup(func() { n.Close(context.Background()) })
+	return &netNode{Node: n}
+}
+
+// hostOrganization creates an organisation on n and, when admit is set, has reg admit it.
+func hostOrganization(t *testing.T, n *Node, reg *register.Register, name string, admit bool) string {
+	t.Helper()
+	ctx := t.Context()
 	resp, err := n.CreateOrganization(ctx, &schakelv1.CreateOrganizationRequest{Name: name})
 	if err != nil {
 		t.Fatalf("CreateOrganization: %v", err)
@@ -59,7 +76,7 @@ func newNetNode(t *testing.T, reg *register.Register, name string, admit bool) *
 	if _, err := n.SubmitDocuments(ctx, &schakelv1.SubmitDocumentsRequest{Documents: docs}); err != nil {
 		t.Fatalf("SubmitDocuments: %v", err)
 	}
-	return &netNode{Node: n, org: org}
+	return org
 }
 
 func newRegister(t *testing.T) *register.Register {
@@ -168,5 +185,83 @@ func TestNetworkAdmissionGossipAndForgery(t *testing.T) {
 	}
 	if orgs, _ := nodes[0].catalog.PeerOrganizations(ctx, insurer.PeerID()); len(orgs) != 0 {
 		t.Fatalf("node 0 stored the insurer's DID document")
+	}
+}
+
+// TestPrivateDeliveryToOfflineNode sends a private message to an organisation whose node is down:
+// it waits in the sender's outbox, arrives when the node is back, and is processed once although
+// the sender's first delivery attempts failed.
+func TestPrivateDeliveryToOfflineNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts nodes")
+	}
+	ctx := t.Context()
+	reg := newRegister(t)
+	portal := newNetNode(t, reg, "Patientenportaal", true)
+	dir := t.TempDir()
+	if _, err := Init(dir); err != nil {
+		t.Fatalf("Init: %v", err)
+	}
+	gp := startNetNode(t, reg, dir, "Huisartsenpraktijk Jansen")
+	gp.org = hostOrganization(t, gp.Node, reg, "Huisartsenpraktijk Jansen", true)
+	link(t, gp, portal)
+	eventually(t, 10*time.Second, "the portal knows the GP practice", func() bool {
+		_, err := portal.dids.Resolve(ctx, gp.org)
+		return err == nil && admittedCount(portal) == 1
+	})
+	if err := gp.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	body := []byte(`{"request":"consent","patient":"pseudonymous"}`)
+	id, err := portal.SendPrivate(ctx, portal.org, gp.org, "consent-request", body)
+	if err != nil {
+		t.Fatalf("SendPrivate: %v", err)
+	}
+	time.Sleep(500 * time.Millisecond) // delivery is attempted and fails while the node is down
+
+	gp2 := startNetNode(t, reg, dir, "Huisartsenpraktijk Jansen")
+	gp2.org = gp.org
+	link(t, gp2, portal)
+	var got []Received
+	eventually(t, 15*time.Second, "the message arrives", func() bool {
+		got, err = gp2.Messages(ctx, gp.org)
+		return err == nil && len(got) > 0
+	})
+	time.Sleep(200 * time.Millisecond)
+	if got, _ = gp2.Messages(ctx, gp.org); len(got) != 1 {
+		t.Fatalf("%d messages, want 1", len(got))
+	}
+	if got[0].ID != id || got[0].From != portal.org || got[0].Kind != "consent-request" || string(got[0].Body) != string(body) {
+		t.Fatalf("message = %+v", got[0])
+	}
+	if portal.outbox.Depth() != 0 {
+		t.Fatalf("outbox depth %d after delivery", portal.outbox.Depth())
+	}
+
+	// A message delivered twice, as by a sender whose acknowledgement was lost, is processed once.
+	_, sig, err := portal.orgs.signingKey(ctx, portal.org)
+	if err != nil {
+		t.Fatalf("signingKey: %v", err)
+	}
+	st, _ := portal.dids.Resolve(ctx, gp.org)
+	m, err := outbox.Seal(sig, portal.org, st.Current().AgreementKey, gp.org, "notice", []byte("again"), time.Now(), 0)
+	if err != nil {
+		t.Fatalf("Seal: %v", err)
+	}
+	req := &schakelv1.DeliverRequest{Id: m.ID, From: m.From, To: m.To, Kind: m.Kind, Payload: m.Payload}
+	for i, want := range []bool{false, true} {
+		dup, err := portal.Network().Deliver(ctx, req)
+		if err != nil || dup != want {
+			t.Fatalf("delivery %d: duplicate = %v, %v; want %v", i+1, dup, err, want)
+		}
+	}
+	// A message claiming to come from an organisation the delivering node does not host is refused.
+	forged := *req
+	forged.From, forged.Id = gp.org, "x"+req.Id[1:]
+	if _, err := portal.Network().Deliver(ctx, &forged); err == nil {
+		t.Fatal("a message from an organisation the peer does not host was accepted")
+	}
+	if got, _ = gp2.Messages(ctx, gp.org); len(got) != 2 {
+		t.Fatalf("%d messages after a double delivery and a forgery, want 2", len(got))
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/schakel-health/schakel/internal/api"
 	"github.com/schakel-health/schakel/internal/did"
 	"github.com/schakel-health/schakel/internal/network"
+	"github.com/schakel-health/schakel/internal/network/outbox"
 	"github.com/schakel-health/schakel/internal/store"
 	"github.com/schakel-health/schakel/internal/vc"
 )
@@ -106,6 +107,8 @@ type Node struct {
 	creds   *vc.Store
 	catalog *network.Catalog
 	net     *network.Network
+	outbox  *outbox.Outbox
+	inbox   *outbox.Inbox
 	api     *api.Server
 	orgs    *orgs
 	logs    logs
@@ -175,6 +178,16 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 		n.db.Close()
 		return nil, err
 	}
+	if n.inbox, err = outbox.NewInbox(n.db, outbox.InboxConfig{}); err != nil {
+		n.db.Close()
+		return nil, err
+	}
+	obCfg := outbox.DefaultConfig()
+	obCfg.Now = cfg.Now
+	if n.outbox, err = outbox.New(obCfg, n.db, n.sendPrivate, logger.With("subsystem", "outbox")); err != nil {
+		n.db.Close()
+		return nil, err
+	}
 	n.net, err = network.New(network.Config{
 		Key:            peerKey,
 		ListenAddrs:    cfg.listenAddrs(),
@@ -184,6 +197,7 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 		SyncInterval:   cfg.SyncInterval,
 		Logger:         logger.With("subsystem", "network"),
 		Registerer:     registry,
+		OnAdmitted:     func(_ peer.ID, org string) { n.outbox.Kick(org) },
 		Now:            cfg.Now,
 	}, n.catalog, &peerBackend{n: n})
 	if err != nil {
@@ -216,6 +230,9 @@ func (n *Node) Start(ctx context.Context) error {
 	if err := n.net.Start(n.life); err != nil {
 		return fmt.Errorf("start network: %w", err)
 	}
+	if err := n.outbox.Start(n.life); err != nil {
+		return fmt.Errorf("start outbox: %w", err)
+	}
 	if err := n.api.Start(ctx); err != nil {
 		return fmt.Errorf("start api: %w", err)
 	}
@@ -242,6 +259,7 @@ func (n *Node) Close(ctx context.Context) error {
 	}
 	n.closed = true
 	err := n.api.Close(ctx)
+	err = errors.Join(err, n.outbox.Close(ctx))
 	err = errors.Join(err, n.net.Close())
 	err = errors.Join(err, n.closeLogs(ctx))
 	n.endLife()

@@ -332,16 +332,10 @@ func (r *reader) children(l int, lo, hi *key, fn func(piece) error) error {
 	parent := seek[:1+prefixLen[l]]
 	// A run holds at most one child per slot; saying so keeps the iterator from prefetching
 	// rows past the run, which for short runs is most of the cost.
-	var slots uint64
-	for _, b := range hi[prefixLen[l]:prefixLen[cl]] {
-		slots = slots<<8 | uint64(b)
-	}
-	for i, b := range lo[prefixLen[l]:prefixLen[cl]] {
-		slots -= uint64(b) << (8 * (prefixLen[cl] - prefixLen[l] - 1 - i))
-	}
+	slots := slot(hi[prefixLen[l]:prefixLen[cl]]) - slot(lo[prefixLen[l]:prefixLen[cl]]) + 1
 	opt := store.IterOptions{Seek: seek}
-	if slots < 1<<16 {
-		opt.Limit = int(slots) + 1
+	if slots <= 1<<16 {
+		opt.Limit = int(slots)
 	}
 	return r.tx.Iterate(ns, parent, opt, func(k, v []byte) error {
 		if bytes.Compare(k, end) > 0 {
@@ -363,6 +357,15 @@ func (r *reader) children(l int, lo, hi *key, fn func(piece) error) error {
 		}
 		return fn(p)
 	})
+}
+
+// slot returns the number of a child within its parent: the bytes its prefix adds, at most 5.
+func slot(b []byte) uint64 {
+	var v uint64
+	for _, x := range b {
+		v = v<<8 | uint64(x)
+	}
+	return v
 }
 
 // summary returns the summary of the aligned range [lo, hi]: one row when it is a whole node,

@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"context"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -63,4 +64,38 @@ func TestReconcileConverges(t *testing.T) {
 			t.Logf("%d rounds, %d bytes, largest message %d bytes", o.rounds, o.bytes, o.maxMessage)
 		})
 	}
+}
+
+// TestDeferredRangesAreAskedAgain has a client far behind: the server's answers hit
+// MaxMessageSize, defer what does not fit, and the client asks for it again until it has all.
+func TestDeferredRangesAreAskedAgain(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 9))
+	items := randItems(rng, 20000, oneYear)
+	client, srv := pair(t, nil, nil, items, load)
+	deferred := 0
+	count := func(ctx context.Context, req *Message) (*Message, error) {
+		resp, err := srv.Respond(ctx, req)
+		if err == nil {
+			for _, r := range resp.Ranges {
+				if r.Mode == ModeDeferred {
+					deferred++
+				}
+			}
+		}
+		return resp, err
+	}
+	o, err := reconcileWith(t.Context(), client, count)
+	if err != nil {
+		t.Fatalf("reconcile: %v", err)
+	}
+	if deferred == 0 {
+		t.Fatalf("no range was deferred; the test does not reach the size budget")
+	}
+	if !o.complete || !slices.Equal(o.missing, minus(items, nil)) {
+		t.Fatalf("complete=%v, missing %d items, want all %d", o.complete, len(o.missing), len(items))
+	}
+	if o.maxMessage > MaxMessageSize {
+		t.Fatalf("largest message %d bytes, above MaxMessageSize", o.maxMessage)
+	}
+	t.Logf("%d rounds, %d ranges deferred, largest message %d bytes", o.rounds, deferred, o.maxMessage)
 }
