@@ -26,9 +26,16 @@ func (n *Node) GetNodeInfo(ctx context.Context, _ *schakelv1.GetNodeInfoRequest)
 	if err != nil {
 		return nil, err
 	}
-	resp := &schakelv1.GetNodeInfoResponse{Version: Version, PeerId: n.peerID.String(), StartedUnix: n.started.Unix()}
+	resp := &schakelv1.GetNodeInfoResponse{Version: Version, PeerId: n.peerID.String(), StartedUnix: n.started.Unix(), WitnessKey: n.witnessKey}
 	for _, h := range hs {
 		resp.Organizations = append(resp.Organizations, h.DID)
+	}
+	forks, err := n.witness.Forks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range forks {
+		resp.ForkedLogs = append(resp.ForkedLogs, f.Origin)
 	}
 	return resp, nil
 }

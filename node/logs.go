@@ -171,7 +171,12 @@ func (n *Node) ListCheckpoints(ctx context.Context, req *schakelv1.ListCheckpoin
 	}
 	resp := &schakelv1.ListCheckpointsResponse{}
 	for _, c := range cps {
-		resp.Checkpoints = append(resp.Checkpoints, &schakelv1.SignedCheckpoint{Size: c.Size, Note: string(c.Note)})
+		// With the cosignatures witnesses made of it, when the node has collected them.
+		msg := c.Note
+		if cosigned, err := n.witness.Cosigned(ctx, l.log.Origin(), c.Size); err == nil {
+			msg = cosigned
+		}
+		resp.Checkpoints = append(resp.Checkpoints, &schakelv1.SignedCheckpoint{Size: c.Size, Note: string(msg)})
 	}
 	return resp, nil
 }

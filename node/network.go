@@ -24,6 +24,9 @@ var _ network.Backend = (*peerBackend)(nil)
 
 type peerBackend struct {
 	n *Node
+	// accepting serialises the storing of received documents: every store updates the upper rows
+	// of the reconciliation index, so concurrent ones would only conflict and retry.
+	accepting sync.Mutex
 
 	mu    sync.Mutex
 	cache map[peer.ID]admission
@@ -50,6 +53,8 @@ func (b *peerBackend) Accept(ctx context.Context, doc []byte) (bool, error) {
 		return false, err
 	}
 	var stored bool
+	b.accepting.Lock()
+	defer b.accepting.Unlock()
 	switch h.Type {
 	case did.EventJWSType:
 		_, stored, err = n.dids.AddEvent(ctx, doc)
@@ -255,17 +260,6 @@ func (b *peerBackend) Introduction(ctx context.Context) ([][]byte, error) {
 		}
 	}
 	return out, nil
-}
-
-// LogProof implements network.Backend: the latest checkpoint of a hosted log and a consistency
-// proof to it from oldSize.
-func (b *peerBackend) LogProof(ctx context.Context, origin string, oldSize int64) ([]byte, [][]byte, error) {
-	return nil, nil, errors.New("log proofs are not served yet")
-}
-
-// AcceptNote implements network.Backend.
-func (b *peerBackend) AcceptNote(ctx context.Context, p peer.ID, note []byte) error {
-	return fmt.Errorf("%w: notes are not handled yet", network.ErrStale)
 }
 
 // ListPeers lists the peers the node is or was connected to.

@@ -6,9 +6,14 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/schakel-health/schakel/internal/accesslog/verify"
 	"github.com/schakel-health/schakel/internal/network"
 	"github.com/schakel-health/schakel/internal/network/outbox"
 	"github.com/schakel-health/schakel/internal/register"
@@ -256,12 +261,105 @@ func TestPrivateDeliveryToOfflineNode(t *testing.T) {
 		}
 	}
 	// A message claiming to come from an organisation the delivering node does not host is refused.
-	forged := *req
-	forged.From, forged.Id = gp.org, "x"+req.Id[1:]
-	if _, err := portal.Network().Deliver(ctx, &forged); err == nil {
+	forged := &schakelv1.DeliverRequest{Id: "x" + req.Id[1:], From: gp.org, To: req.To, Payload: req.Payload}
+	if _, err := portal.Network().Deliver(ctx, forged); err == nil {
 		t.Fatal("a message from an organisation the peer does not host was accepted")
 	}
 	if got, _ = gp2.Messages(ctx, gp.org); len(got) != 2 {
 		t.Fatalf("%d messages after a double delivery and a forgery, want 2", len(got))
+	}
+}
+
+// TestWitnessesCosignAndCatchAFork runs a GP practice's node and a witness node: the witness
+// cosigns the practice's checkpoints (the cosignature comes back into the practice's checkpoints),
+// and when the practice signs a checkpoint that rewrites its history, the witness keeps both
+// checkpoints as evidence and raises the alarm.
+func TestWitnessesCosignAndCatchAFork(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts nodes")
+	}
+	ctx := t.Context()
+	reg := newRegister(t)
+	gp := newNetNode(t, reg, "Huisartsenpraktijk Jansen", true)
+	w := newNetNode(t, reg, "Apotheek Janssens", true)
+	link(t, w, gp)
+	eventually(t, 10*time.Second, "the nodes admit each other", func() bool {
+		_, err := w.dids.Resolve(ctx, gp.org)
+		return err == nil && admittedCount(gp) == 1 && admittedCount(w) == 1
+	})
+	time.Sleep(1500 * time.Millisecond) // gossip meshes form
+	hl, err := gp.logOf(gp.org)
+	if err != nil {
+		t.Fatalf("logOf: %v", err)
+	}
+	for i := range 5 {
+		e := &verify.Entry{Event: verify.EventDataAccess, Action: "read", Outcome: verify.OutcomeGranted,
+			Requester: &verify.Requester{DID: w.org}, DataCategory: "medication", TokenID: fmt.Sprint("tok-", i)}
+		if _, err := hl.log.Append(ctx, e); err != nil {
+			t.Fatalf("Append: %v", err)
+		}
+	}
+	size, err := hl.log.CheckpointNow(ctx)
+	if err != nil {
+		t.Fatalf("CheckpointNow: %v", err)
+	}
+	wname := WitnessPrefix + w.PeerID().String()
+	eventually(t, 15*time.Second, "the practice holds the witness's cosignature", func() bool {
+		resp, err := gp.ListCheckpoints(ctx, &schakelv1.ListCheckpointsRequest{Organization: gp.org})
+		if err != nil || len(resp.GetCheckpoints()) == 0 {
+			return false
+		}
+		last := resp.GetCheckpoints()[len(resp.GetCheckpoints())-1]
+		return last.GetSize() == size && strings.Contains(last.GetNote(), "— "+wname+" ")
+	})
+	// The cosignature verifies with the witness key the node publishes.
+	resp, _ := gp.ListCheckpoints(ctx, &schakelv1.ListCheckpointsRequest{Organization: gp.org})
+	last := []byte(resp.GetCheckpoints()[len(resp.GetCheckpoints())-1].GetNote())
+	ws, err := verify.ParseWitnesses([]string{w.WitnessKey()})
+	if err != nil {
+		t.Fatalf("ParseWitnesses: %v", err)
+	}
+	nt, err := verify.SplitNote(last)
+	if err != nil {
+		t.Fatalf("SplitNote: %v", err)
+	}
+	if got := ws.Count(nt.Text, nt.UnverifiedSigs); got != 1 {
+		t.Fatalf("the practice's checkpoint carries %d valid cosignatures of the witness, want 1", got)
+	}
+
+	// The practice rewrites its history: a checkpoint of the same size with another root, signed
+	// with its log key.
+	h, err := gp.orgs.get(ctx, gp.org)
+	if err != nil {
+		t.Fatalf("get: %v", err)
+	}
+	k, err := gp.keys.Get(ctx, h.LogKey)
+	if err != nil {
+		t.Fatalf("log key: %v", err)
+	}
+	signer, err := k.NoteSigner(hl.log.Origin())
+	if err != nil {
+		t.Fatalf("NoteSigner: %v", err)
+	}
+	var root tlog.Hash
+	root[0] = 1
+	forged, err := note.Sign(&note.Note{Text: string(verify.FormatCheckpoint(hl.log.Origin(), size, root))}, signer)
+	if err != nil {
+		t.Fatalf("note.Sign: %v", err)
+	}
+	if err := gp.Network().PublishNote(ctx, forged); err != nil {
+		t.Fatalf("PublishNote: %v", err)
+	}
+	eventually(t, 10*time.Second, "the witness catches the fork", func() bool {
+		forks, err := w.Forks(ctx)
+		return err == nil && len(forks) == 1
+	})
+	forks, _ := w.Forks(ctx)
+	if forks[0].Origin != hl.log.Origin() || len(forks[0].A) == 0 || len(forks[0].B) == 0 {
+		t.Fatalf("fork evidence = %+v", forks[0])
+	}
+	info, err := w.GetNodeInfo(ctx, &schakelv1.GetNodeInfoRequest{})
+	if err != nil || len(info.GetForkedLogs()) != 1 {
+		t.Fatalf("GetNodeInfo forked logs = %v, %v", info.GetForkedLogs(), err)
 	}
 }

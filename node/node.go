@@ -18,6 +18,7 @@ import (
 
 	"github.com/schakel-health/schakel/crypto"
 	"github.com/schakel-health/schakel/internal/accesslog"
+	"github.com/schakel-health/schakel/internal/accesslog/witness"
 	"github.com/schakel-health/schakel/internal/api"
 	"github.com/schakel-health/schakel/internal/did"
 	"github.com/schakel-health/schakel/internal/network"
@@ -109,15 +110,20 @@ type Node struct {
 	net     *network.Network
 	outbox  *outbox.Outbox
 	inbox   *outbox.Inbox
-	api     *api.Server
-	orgs    *orgs
-	logs    logs
+	witness *witness.Witness
+	// witnessKey is the node's cosignature verifier key; forkAlarm counts forks caught.
+	witnessKey string
+	forkAlarm  prometheus.Counter
+	api        *api.Server
+	orgs       *orgs
+	logs       logs
 
 	started time.Time
 	// life bounds the background work of subsystems started after Start (access logs of
 	// organisations created later): it ends in Close, not with the request that created them.
 	life    context.Context
 	endLife context.CancelFunc
+	bg      sync.WaitGroup // background goroutines of the node itself, ended by endLife
 	mu      sync.Mutex
 	closed  bool
 }
@@ -161,6 +167,13 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	registry := prometheus.NewRegistry()
+	n.forkAlarm = prometheus.NewCounter(prometheus.CounterOpts{Name: "schakel_log_forks_total",
+		Help: "Access logs this node caught rewriting or forking their history (evidence kept)."})
+	registry.MustRegister(n.forkAlarm)
+	if err := n.openWitness(context.Background()); err != nil {
+		n.db.Close()
+		return nil, err
+	}
 	if n.catalog, err = network.NewCatalog(n.db); err != nil {
 		n.db.Close()
 		return nil, err
@@ -204,7 +217,7 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 		n.db.Close()
 		return nil, err
 	}
-	n.orgs = &orgs{db: n.db, keys: n.keys, dids: n.dids, creds: n.creds, peerID: n.peerID, now: cfg.Now, validity: cfg.CredentialValidity}
+	n.orgs = &orgs{witnessKey: n.witnessKey, db: n.db, keys: n.keys, dids: n.dids, creds: n.creds, peerID: n.peerID, now: cfg.Now, validity: cfg.CredentialValidity}
 	registerErrors()
 	n.api, err = api.New(api.Config{Registry: registry, Addr: cfg.APIAddr, Token: cfg.APIToken, TLSCert: cfg.APITLSCert, TLSKey: cfg.APITLSKey, ClientCA: cfg.APIClientCA}, n, logger.With("subsystem", "api"))
 	if err != nil {
@@ -233,6 +246,11 @@ func (n *Node) Start(ctx context.Context) error {
 	if err := n.outbox.Start(n.life); err != nil {
 		return fmt.Errorf("start outbox: %w", err)
 	}
+	n.bg.Add(1)
+	go func() {
+		defer n.bg.Done()
+		n.publishCheckpoints(n.life)
+	}()
 	if err := n.api.Start(ctx); err != nil {
 		return fmt.Errorf("start api: %w", err)
 	}
@@ -263,6 +281,7 @@ func (n *Node) Close(ctx context.Context) error {
 	err = errors.Join(err, n.net.Close())
 	err = errors.Join(err, n.closeLogs(ctx))
 	n.endLife()
+	n.bg.Wait()
 	return errors.Join(err, n.db.Close())
 }
 

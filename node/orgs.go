@@ -47,13 +47,15 @@ func orgKey(id string) []byte { return append([]byte("o/"), id...) }
 // orgs manages the organisations a node hosts: their keys, key events, DID documents and the
 // credentials they issue. Tenancy: every operation names the organisation it acts for.
 type orgs struct {
-	db       *store.DB
-	keys     crypto.KeyStore
-	dids     *did.Registry
-	creds    *vc.Store
-	peerID   peer.ID
-	now      func() time.Time
-	validity time.Duration
+	// witnessKey is the node's cosignature verifier key, published in every DID document.
+	witnessKey string
+	db         *store.DB
+	keys       crypto.KeyStore
+	dids       *did.Registry
+	creds      *vc.Store
+	peerID     peer.ID
+	now        func() time.Time
+	validity   time.Duration
 
 	mu sync.Mutex // serialises key changes
 }
@@ -118,7 +120,7 @@ func (o *orgs) saveKeys(ctx context.Context, id string, seq uint64, sig, enc *cr
 }
 
 func (o *orgs) publishDocument(ctx context.Context, h *hosted, sig *crypto.PrivateKey, st *did.State) error {
-	b := did.Binding{PeerIDs: []string{o.peerID.String()}}
+	b := did.Binding{PeerIDs: []string{o.peerID.String()}, WitnessKey: o.witnessKey}
 	logKey, err := o.keys.Get(ctx, h.LogKey)
 	if err != nil {
 		return fmt.Errorf("log key of %s: %w", h.DID, err)

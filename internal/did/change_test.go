@@ -1,6 +1,7 @@
 package did
 
 import (
+	"encoding/base64"
 	"errors"
 	"testing"
 	"time"
@@ -73,5 +74,36 @@ func TestOnChange(t *testing.T) {
 	}
 	if cur, err := r.Resolve(ctx, o.id); err != nil || cur.Seq != st.Seq {
 		t.Fatalf("after a failed hook the state moved: %v, %v", cur, err)
+	}
+}
+
+// TestDocumentWitnessKey checks that a DID document carries the hosting node's cosignature key and
+// refuses one that is not a cosignature verifier key.
+func TestDocumentWitnessKey(t *testing.T) {
+	o := newOrg(t)
+	st, _, err := Apply(nil, o.genesis, t0)
+	if err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	good := "schakel.nl/witness/x+01020304+" + base64.StdEncoding.EncodeToString(append([]byte{0x04}, make([]byte, 32)...))
+	doc, d, err := NewDocument(o.sig, st, Binding{PeerIDs: []string{peerID(t)}, WitnessKey: good}, t0)
+	if err != nil {
+		t.Fatalf("NewDocument: %v", err)
+	}
+	if d.WitnessKey() != good {
+		t.Fatalf("WitnessKey = %q", d.WitnessKey())
+	}
+	if v, err := VerifyDocument(doc, st); err != nil || v.WitnessKey() != good {
+		t.Fatalf("VerifyDocument = %v, %v", v, err)
+	}
+	for _, bad := range []string{
+		"no-plus-signs",
+		"name+0102030+" + base64.StdEncoding.EncodeToString(append([]byte{0x04}, make([]byte, 32)...)),
+		"name+01020304+" + base64.StdEncoding.EncodeToString(append([]byte{0x01}, make([]byte, 32)...)),
+		"name+01020304+" + base64.StdEncoding.EncodeToString(make([]byte, 20)),
+	} {
+		if _, _, err := NewDocument(o.sig, st, Binding{PeerIDs: []string{peerID(t)}, WitnessKey: bad}, t0); !errors.Is(err, ErrDocument) {
+			t.Errorf("NewDocument(witness key %q) = %v, want ErrDocument", bad, err)
+		}
 	}
 }

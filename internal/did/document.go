@@ -1,9 +1,12 @@
 package did
 
 import (
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -56,9 +59,12 @@ type Service struct {
 // ServiceEndpoint is the endpoint of a service entry: the peer ids of the hosting node(s) for
 // NodeServiceType, the log's origin and note verifier key for LogServiceType.
 type ServiceEndpoint struct {
-	PeerIDs     []string `json:"peerIds,omitempty"`
-	Origin      string   `json:"origin,omitempty"`
-	VerifierKey string   `json:"vkey,omitempty"`
+	PeerIDs []string `json:"peerIds,omitempty"`
+	// WitnessKey is the hosting node's C2SP cosignature verifier key (NodeServiceType), with which
+	// it cosigns the checkpoints of the logs it witnesses.
+	WitnessKey  string `json:"witnessKey,omitempty"`
+	Origin      string `json:"origin,omitempty"`
+	VerifierKey string `json:"vkey,omitempty"`
 }
 
 // Service entry types.
@@ -77,6 +83,8 @@ type Binding struct {
 	// LogOrigin and LogKey name the organisation's access log and its C2SP note verifier key
 	// ("<name>+<hash>+<base64>"); both or neither.
 	LogOrigin, LogKey string
+	// WitnessKey is the hosting node's cosignature verifier key (C2SP tlog-cosignature), if any.
+	WitnessKey string
 }
 
 // Log returns the access-log origin and verifier key the document publishes, if any.
@@ -120,7 +128,7 @@ func NewDocument(k *crypto.PrivateKey, st *State, b Binding, t time.Time) ([]byt
 	doc.AssertionMethod = []string{sigID}
 	doc.Authentication = []string{sigID}
 	doc.KeyAgreement = []string{encID}
-	doc.Service = []Service{{ID: st.DID + "#node", Type: NodeServiceType, ServiceEndpoint: ServiceEndpoint{PeerIDs: slices.Clone(b.PeerIDs)}}}
+	doc.Service = []Service{{ID: st.DID + "#node", Type: NodeServiceType, ServiceEndpoint: ServiceEndpoint{PeerIDs: slices.Clone(b.PeerIDs), WitnessKey: b.WitnessKey}}}
 	if b.LogOrigin != "" || b.LogKey != "" {
 		doc.Service = append(doc.Service, Service{ID: st.DID + "#log", Type: LogServiceType, ServiceEndpoint: ServiceEndpoint{Origin: b.LogOrigin, VerifierKey: b.LogKey}})
 	}
@@ -207,6 +215,38 @@ func checkDocument(doc *Document, st *State) error {
 		if s.Type != NodeServiceType && s.Type != LogServiceType {
 			return fmt.Errorf("%w: unknown service type %q", ErrDocument, truncate(s.Type))
 		}
+		if w := s.ServiceEndpoint.WitnessKey; w != "" && !isCosignatureKey(w) {
+			return fmt.Errorf("%w: witness key %q is not a cosignature verifier key", ErrDocument, truncate(w))
+		}
 	}
 	return nil
+}
+
+// isCosignatureKey reports whether k has the form of a C2SP cosignature/v1 verifier key:
+// <name>+<8 hex digits>+<base64 of 0x04 and a 32-byte Ed25519 key>. The signature check itself
+// belongs to the access log's witnesses.
+func isCosignatureKey(k string) bool {
+	name, rest, ok := strings.Cut(k, "+")
+	if !ok || name == "" {
+		return false
+	}
+	hash, key, ok := strings.Cut(rest, "+")
+	if !ok || len(hash) != 8 {
+		return false
+	}
+	if _, err := hex.DecodeString(hash); err != nil {
+		return false
+	}
+	raw, err := base64.StdEncoding.Strict().DecodeString(key)
+	return err == nil && len(raw) == 33 && raw[0] == 0x04
+}
+
+// WitnessKey returns the cosignature verifier key of the node hosting the organisation, if any.
+func (d *Document) WitnessKey() string {
+	for _, s := range d.Service {
+		if s.Type == NodeServiceType {
+			return s.ServiceEndpoint.WitnessKey
+		}
+	}
+	return ""
 }

@@ -39,8 +39,9 @@ type Backend interface {
 	Introduction(ctx context.Context) ([][]byte, error)
 	// Deliver processes a private message that peer p delivered.
 	Deliver(ctx context.Context, p peer.ID, m *schakelv1.DeliverRequest) (duplicate bool, err error)
-	// LogProof returns the latest checkpoint of a hosted log and a consistency proof from oldSize.
-	LogProof(ctx context.Context, origin string, oldSize int64) (checkpoint []byte, proof [][]byte, err error)
+	// LogProof returns the checkpoint of a hosted log at newSize and a consistency proof to it
+	// from oldSize.
+	LogProof(ctx context.Context, origin string, oldSize, newSize int64) (checkpoint []byte, proof [][]byte, err error)
 	// AcceptNote handles a gossiped checkpoint or cosignature from peer p; nil lets it travel on.
 	AcceptNote(ctx context.Context, p peer.ID, note []byte) error
 }

@@ -275,7 +275,7 @@ func (h *peerHandler) Deliver(ctx context.Context, req *connect.Request[schakelv
 }
 
 func (h *peerHandler) GetLogProof(ctx context.Context, req *connect.Request[schakelv1.GetLogProofRequest]) (*connect.Response[schakelv1.GetLogProofResponse], error) {
-	ckpt, proof, err := h.n.backend.LogProof(ctx, req.Msg.GetOrigin(), req.Msg.GetOldSize())
+	ckpt, proof, err := h.n.backend.LogProof(ctx, req.Msg.GetOrigin(), req.Msg.GetOldSize(), req.Msg.GetNewSize())
 	if err != nil {
 		return nil, connect.NewError(connect.CodeNotFound, err)
 	}
@@ -298,15 +298,16 @@ func (n *Network) Deliver(ctx context.Context, m *schakelv1.DeliverRequest) (dup
 	return resp.Msg.GetDuplicate(), nil
 }
 
-// LogProof asks the node hosting org for its log's latest checkpoint and a consistency proof.
-func (n *Network) LogProof(ctx context.Context, org, origin string, oldSize int64) ([]byte, [][]byte, error) {
+// LogProof asks the node hosting org for its log's checkpoint at newSize and a consistency proof
+// to it from oldSize.
+func (n *Network) LogProof(ctx context.Context, org, origin string, oldSize, newSize int64) ([]byte, [][]byte, error) {
 	p, ok := n.PeerOf(ctx, org)
 	if !ok {
 		return nil, nil, fmt.Errorf("network: no connected node hosts %s", org)
 	}
 	ctx, cancel := context.WithTimeout(ctx, rpcCallTimeout)
 	defer cancel()
-	resp, err := n.peerClient(p).GetLogProof(ctx, connect.NewRequest(&schakelv1.GetLogProofRequest{Origin: origin, OldSize: oldSize}))
+	resp, err := n.peerClient(p).GetLogProof(ctx, connect.NewRequest(&schakelv1.GetLogProofRequest{Origin: origin, OldSize: oldSize, NewSize: newSize}))
 	if err != nil {
 		return nil, nil, err
 	}

@@ -38,15 +38,17 @@
 // # Fingerprints
 //
 // The fingerprint of a set of items is the first 16 bytes of SHA-256(sum || count), sum the ids
-// added mod 2^256 and count 8 bytes big-endian: Negentropy's construction, up to byte order.
-// Addition, not XOR: XOR cancels (an item counted twice vanishes, so a corrupted summary can
-// look right, as happened with the XOR/IBLT state of Nuts) and is linear over GF(2), so whoever
-// can publish a few hundred documents can solve for a subset with any XOR they want. A sum mod
-// 2^256 has neither property; matching a chosen sum takes a generalised-birthday search over
-// many ids that are themselves SHA-256 outputs of signed documents. The count binds the size of
-// the set, and hashing the pair keeps fingerprints of different ranges from being combined.
-// Sums combine by addition, so a node's summary is the sum of its children's and any run of
-// siblings is summarised from their rows alone.
+// added mod 2^256 and count 8 bytes big-endian: Negentropy's construction, but for byte order
+// and the encoding of the count. Addition, not XOR: XOR cancels (an item counted twice
+// vanishes, so a corrupted summary can look right, as happened with the XOR/IBLT state of Nuts)
+// and is linear over GF(2), so whoever can publish a few hundred documents can solve for a
+// subset with any XOR they want by Gaussian elimination. A sum mod 2^256 has neither property:
+// matching a chosen sum takes a generalised-birthday (k-sum) search, practical only with tens
+// of thousands of chosen documents, each ground from many candidates, all of them signed and
+// published by the attacker. The count binds the size of the set, and the hash hides the sum,
+// so fingerprints of ranges cannot be added up into the fingerprint of another. The sums inside
+// the index do add up, so a node's summary is the sum of its children's and any run of siblings
+// is summarised from their rows alone.
 //
 // # Protocol
 //

@@ -48,7 +48,7 @@ func FuzzRespond(f *testing.F) {
 			f.Add(b)
 		}
 		return srv.Respond(ctx, req)
-	}, true)
+	}, wire)
 	if err != nil {
 		f.Fatalf("session: %v", err)
 	}

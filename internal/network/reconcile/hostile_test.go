@@ -262,7 +262,7 @@ func TestHostileServer(t *testing.T) {
 				}
 				return resp, err
 			}
-			o, err := drive(t.Context(), client, srv, false)
+			o, err := drive(t.Context(), client, srv, direct)
 			if !applied {
 				t.Fatalf("tamper never applied (session: %v)", err)
 			}
@@ -307,7 +307,7 @@ func TestEndlessSplitsEnd(t *testing.T) {
 		}
 		return &Message{Ranges: out}, nil
 	}
-	o, err := drive(t.Context(), client, srv, true)
+	o, err := drive(t.Context(), client, srv, wire)
 	if err != nil {
 		t.Fatalf("session: %v", err)
 	}

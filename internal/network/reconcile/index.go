@@ -127,44 +127,54 @@ func encodeRow(a *acc) []byte {
 // items conflict there and store.DB.Update retries them; writers of many items should add them
 // in one transaction.
 func (x *Index) Add(tx *store.Txn, it Item) (added bool, err error) {
-	k := it.key()
-	ik := rowKey(itemLevel, &k)
-	held, err := tx.Has(ns, ik)
-	if err != nil || held {
-		return false, wrapItem("add", it, err)
-	}
-	if err := tx.Set(ns, ik, nil); err != nil {
-		return false, wrapItem("add", it, err)
-	}
-	for l := 0; l <= leafLevel; l++ {
-		if err := updateRow(tx, l, &k, true); err != nil {
-			return false, wrapItem("add", it, err)
-		}
-	}
-	return true, nil
+	return apply(tx, it, rowAdd)
 }
 
 // Remove records it as no longer held, inside the transaction that deletes the document.
 // Removing an item not held changes nothing and reports false.
 func (x *Index) Remove(tx *store.Txn, it Item) (removed bool, err error) {
+	return apply(tx, it, rowRemove)
+}
+
+// rowOp is what Add or Remove does to the item's row and to each summary row above it.
+type rowOp int
+
+const (
+	rowAdd rowOp = iota
+	rowRemove
+)
+
+func (op rowOp) String() string {
+	if op == rowAdd {
+		return "add"
+	}
+	return "remove"
+}
+
+// apply does op for it unless the index already reflects it, and reports whether it changed
+// anything.
+func apply(tx *store.Txn, it Item, op rowOp) (bool, error) {
 	k := it.key()
 	ik := rowKey(itemLevel, &k)
 	held, err := tx.Has(ns, ik)
-	if err != nil || !held {
-		return false, wrapItem("remove", it, err)
+	if err != nil || held == (op == rowAdd) {
+		return false, wrapItem(op, it, err)
 	}
-	if err := tx.Delete(ns, ik); err != nil {
-		return false, wrapItem("remove", it, err)
+	if op == rowAdd {
+		err = tx.Set(ns, ik, nil)
+	} else {
+		err = tx.Delete(ns, ik)
 	}
-	for l := 0; l <= leafLevel; l++ {
-		if err := updateRow(tx, l, &k, false); err != nil {
-			return false, wrapItem("remove", it, err)
-		}
+	for l := 0; l <= leafLevel && err == nil; l++ {
+		err = updateRow(tx, l, &k, op)
+	}
+	if err != nil {
+		return false, wrapItem(op, it, err)
 	}
 	return true, nil
 }
 
-func wrapItem(op string, it Item, err error) error {
+func wrapItem(op fmt.Stringer, it Item, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -173,13 +183,13 @@ func wrapItem(op string, it Item, err error) error {
 
 // updateRow adds the item with key k to, or subtracts it from, its level-l row. A row that
 // reaches count 0 is deleted, so that iterating a level visits only non-empty nodes.
-func updateRow(tx *store.Txn, l int, k *key, add bool) error {
+func updateRow(tx *store.Txn, l int, k *key, op rowOp) error {
 	rk := rowKey(l, k)
 	var a acc
 	v, err := tx.Get(ns, rk)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		if !add {
+		if op == rowRemove {
 			return fmt.Errorf("level %d row missing under a held item: %w", l, ErrCorrupt)
 		}
 	case err != nil:
@@ -190,7 +200,7 @@ func updateRow(tx *store.Txn, l int, k *key, add bool) error {
 		}
 	}
 	id := (*[32]byte)(k[8:])
-	if add {
+	if op == rowAdd {
 		a.addItem(id)
 		return tx.Set(ns, rk, encodeRow(&a))
 	}
@@ -209,7 +219,10 @@ func updateRow(tx *store.Txn, l int, k *key, add bool) error {
 func (x *Index) Has(tx *store.Txn, it Item) (bool, error) {
 	k := it.key()
 	ok, err := tx.Has(ns, rowKey(itemLevel, &k))
-	return ok, wrapItem("has", it, err)
+	if err != nil {
+		return false, fmt.Errorf("reconcile: has item %d/%x: %w", it.Time, it.ID, err)
+	}
+	return ok, nil
 }
 
 // Count returns the number of items held.

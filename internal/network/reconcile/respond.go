@@ -31,8 +31,8 @@ const (
 	// that a split stays below MaxSplit sub-ranges (at most 2·splitFanout+1 by count, plus 3
 	// per descent).
 	maxExpand = 8
-	// maxRespondReads bounds the rows and items one Respond reads (about 0.1 s); ranges left
-	// when it is spent are deferred to the next round.
+	// maxRespondReads bounds the rows and items one Respond reads; ranges left when it is
+	// spent are deferred to the next round.
 	maxRespondReads = 1 << 18
 )
 
@@ -40,9 +40,11 @@ const (
 // transaction; the server keeps no state between requests. Every range in question gets an
 // answer: ModeSkip when the server's items equal the client's, the difference for a client's
 // list, the server's items for a small range, or a split into sub-ranges with their
-// fingerprints. Ranges that would take the answer above MaxMessageSize, or the reads above the
-// server's budget, are answered ModeDeferred; the first range in question is always answered.
-// A request that breaks the protocol's rules fails with ErrMalformed.
+// fingerprints. Ranges that would take the answer above MaxMessageSize, or come after the
+// server's read budget is spent, are answered ModeDeferred; the read budget never defers the
+// first range in question, and the size budget leaves it room unless the request itself is
+// near MaxMessageSize, so a Session always makes progress. A request that breaks the
+// protocol's rules fails with ErrMalformed.
 func (x *Index) Respond(ctx context.Context, req *Message) (*Message, error) {
 	if err := checkRequest(req); err != nil {
 		return nil, err
@@ -93,8 +95,9 @@ func checkRequest(req *Message) error {
 	return nil
 }
 
-// respond builds the answer to a checked request. It keeps room for a one-byte answer to every
-// range not yet answered, so deferring the rest always fits.
+// respond builds the answer to a checked request. It keeps room for a skip or deferred answer
+// to every range not yet answered (their bounds cost what they cost in the request), so that
+// deferring the rest always fits.
 func respond(r *reader, req *Message) (*Message, error) {
 	reserve := 0
 	var prev *key
@@ -104,7 +107,7 @@ func respond(r *reader, req *Message) (*Message, error) {
 		prev = &hi
 	}
 	out := &Message{Ranges: make([]Range, 0, len(req.Ranges))}
-	used, answered := 1, 0
+	used, asked := 1, 0
 	prev = nil
 	var lo key
 	for i := range req.Ranges {
@@ -114,7 +117,7 @@ func respond(r *reader, req *Message) (*Message, error) {
 		ans := []Range{{Upper: e.Upper, Mode: ModeSkip}}
 		if e.Mode != ModeSkip {
 			ans[0].Mode = ModeDeferred
-			if answered == 0 || r.reads < maxRespondReads {
+			if asked == 0 || r.reads < maxRespondReads {
 				a, err := answer(r, &lo, &hi, e)
 				if err != nil {
 					return nil, err
@@ -124,7 +127,7 @@ func respond(r *reader, req *Message) (*Message, error) {
 					ans = a
 				}
 			}
-			answered++
+			asked++
 		}
 		used += answerSize(prev, &lo, ans)
 		out.Ranges = append(out.Ranges, ans...)

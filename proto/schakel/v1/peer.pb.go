@@ -438,8 +438,10 @@ func (x *DeliverResponse) GetDuplicate() bool {
 type GetLogProofRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// origin is the log's checkpoint origin line.
-	Origin        string `protobuf:"bytes,1,opt,name=origin,proto3" json:"origin,omitempty"`
-	OldSize       int64  `protobuf:"varint,2,opt,name=old_size,json=oldSize,proto3" json:"old_size,omitempty"`
+	Origin  string `protobuf:"bytes,1,opt,name=origin,proto3" json:"origin,omitempty"`
+	OldSize int64  `protobuf:"varint,2,opt,name=old_size,json=oldSize,proto3" json:"old_size,omitempty"`
+	// new_size is the size of a checkpoint the log made.
+	NewSize       int64 `protobuf:"varint,3,opt,name=new_size,json=newSize,proto3" json:"new_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -488,11 +490,18 @@ func (x *GetLogProofRequest) GetOldSize() int64 {
 	return 0
 }
 
+func (x *GetLogProofRequest) GetNewSize() int64 {
+	if x != nil {
+		return x.NewSize
+	}
+	return 0
+}
+
 type GetLogProofResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// checkpoint is the latest signed checkpoint (a C2SP signed note).
+	// checkpoint is the signed checkpoint at new_size (a C2SP signed note).
 	Checkpoint []byte `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
-	// proof is the consistency proof from old_size to the checkpoint's size, 32-byte hashes.
+	// proof is the consistency proof from old_size to new_size, 32-byte hashes.
 	Proof         [][]byte `protobuf:"bytes,2,rep,name=proof,proto3" json:"proof,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -569,10 +578,11 @@ const file_schakel_v1_peer_proto_rawDesc = "" +
 	"\x04kind\x18\x04 \x01(\tR\x04kind\x12\x18\n" +
 	"\apayload\x18\x05 \x01(\fR\apayload\"/\n" +
 	"\x0fDeliverResponse\x12\x1c\n" +
-	"\tduplicate\x18\x01 \x01(\bR\tduplicate\"G\n" +
+	"\tduplicate\x18\x01 \x01(\bR\tduplicate\"b\n" +
 	"\x12GetLogProofRequest\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\tR\x06origin\x12\x19\n" +
-	"\bold_size\x18\x02 \x01(\x03R\aoldSize\"K\n" +
+	"\bold_size\x18\x02 \x01(\x03R\aoldSize\x12\x19\n" +
+	"\bnew_size\x18\x03 \x01(\x03R\anewSize\"K\n" +
 	"\x13GetLogProofResponse\x12\x1e\n" +
 	"\n" +
 	"checkpoint\x18\x01 \x01(\fR\n" +

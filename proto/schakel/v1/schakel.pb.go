@@ -343,6 +343,11 @@ type GetNodeInfoResponse struct {
 	PeerId        string   `protobuf:"bytes,2,opt,name=peer_id,json=peerId,proto3" json:"peer_id,omitempty"`
 	Organizations []string `protobuf:"bytes,3,rep,name=organizations,proto3" json:"organizations,omitempty"`
 	StartedUnix   int64    `protobuf:"varint,4,opt,name=started_unix,json=startedUnix,proto3" json:"started_unix,omitempty"`
+	// witness_key is the C2SP cosignature verifier key with which this node cosigns the checkpoints
+	// of the logs it witnesses; auditors pass it to schakel log verify --witness.
+	WitnessKey string `protobuf:"bytes,5,opt,name=witness_key,json=witnessKey,proto3" json:"witness_key,omitempty"`
+	// forked_logs are the origins of logs this node caught rewriting or forking their history.
+	ForkedLogs    []string `protobuf:"bytes,6,rep,name=forked_logs,json=forkedLogs,proto3" json:"forked_logs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -403,6 +408,20 @@ func (x *GetNodeInfoResponse) GetStartedUnix() int64 {
 		return x.StartedUnix
 	}
 	return 0
+}
+
+func (x *GetNodeInfoResponse) GetWitnessKey() string {
+	if x != nil {
+		return x.WitnessKey
+	}
+	return ""
+}
+
+func (x *GetNodeInfoResponse) GetForkedLogs() []string {
+	if x != nil {
+		return x.ForkedLogs
+	}
+	return nil
 }
 
 type Organization struct {
@@ -3163,12 +3182,16 @@ const file_schakel_v1_schakel_proto_rawDesc = "" +
 	"\x05syncs\x18\t \x01(\x05R\x05syncs\x12\x18\n" +
 	"\afetched\x18\n" +
 	" \x01(\x05R\afetched\"\x14\n" +
-	"\x12GetNodeInfoRequest\"\x91\x01\n" +
+	"\x12GetNodeInfoRequest\"\xd3\x01\n" +
 	"\x13GetNodeInfoResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x17\n" +
 	"\apeer_id\x18\x02 \x01(\tR\x06peerId\x12$\n" +
 	"\rorganizations\x18\x03 \x03(\tR\rorganizations\x12!\n" +
-	"\fstarted_unix\x18\x04 \x01(\x03R\vstartedUnix\"\xec\x01\n" +
+	"\fstarted_unix\x18\x04 \x01(\x03R\vstartedUnix\x12\x1f\n" +
+	"\vwitness_key\x18\x05 \x01(\tR\n" +
+	"witnessKey\x12\x1f\n" +
+	"\vforked_logs\x18\x06 \x03(\tR\n" +
+	"forkedLogs\"\xec\x01\n" +
 	"\fOrganization\x12\x10\n" +
 	"\x03did\x18\x01 \x01(\tR\x03did\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12!\n" +

@@ -63,8 +63,8 @@ type PeerServiceClient interface {
 	FetchDocuments(context.Context, *connect.Request[v1.FetchDocumentsRequest]) (*connect.Response[v1.FetchDocumentsResponse], error)
 	// Deliver hands over one private message addressed to an organisation the callee hosts.
 	Deliver(context.Context, *connect.Request[v1.DeliverRequest]) (*connect.Response[v1.DeliverResponse], error)
-	// GetLogProof returns the latest signed checkpoint of a hosted organisation's access log and a
-	// consistency proof from old_size to its size, for witnesses.
+	// GetLogProof returns the signed checkpoint of a hosted organisation's access log at new_size
+	// and a consistency proof from old_size to it, for witnesses.
 	GetLogProof(context.Context, *connect.Request[v1.GetLogProofRequest]) (*connect.Response[v1.GetLogProofResponse], error)
 }
 
@@ -160,8 +160,8 @@ type PeerServiceHandler interface {
 	FetchDocuments(context.Context, *connect.Request[v1.FetchDocumentsRequest]) (*connect.Response[v1.FetchDocumentsResponse], error)
 	// Deliver hands over one private message addressed to an organisation the callee hosts.
 	Deliver(context.Context, *connect.Request[v1.DeliverRequest]) (*connect.Response[v1.DeliverResponse], error)
-	// GetLogProof returns the latest signed checkpoint of a hosted organisation's access log and a
-	// consistency proof from old_size to its size, for witnesses.
+	// GetLogProof returns the signed checkpoint of a hosted organisation's access log at new_size
+	// and a consistency proof from old_size to it, for witnesses.
 	GetLogProof(context.Context, *connect.Request[v1.GetLogProofRequest]) (*connect.Response[v1.GetLogProofResponse], error)
 }
 
