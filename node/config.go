@@ -31,6 +31,9 @@ type Config struct {
 	MembershipAddr string
 	// SyncInterval is the mean time between reconciliation rounds; zero means the default.
 	SyncInterval time.Duration
+	// BootstrapTimeout is how long a connected peer has to be admitted through Hello before it is
+	// disconnected; zero means the default (10 s).
+	BootstrapTimeout time.Duration
 	// APIToken is the bearer token the internal API requires. A secret: from the environment
 	// (SCHAKEL_API_TOKEN) or a file (api_token_file), never a flag.
 	APIToken string

@@ -10,6 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pubsubpb "github.com/libp2p/go-libp2p-pubsub/pb"
+	libp2pnetwork "github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
@@ -46,6 +51,7 @@ func startNetNode(t *testing.T, reg *register.Register, dir, name string) *netNo
 	cfg.P2PAddr = "/ip4/127.0.0.1/tcp/0"
 	cfg.TrustedRegisters = []string{reg.DID()}
 	cfg.SyncInterval = 2 * time.Second
+	cfg.BootstrapTimeout = 2 * time.Second
 	var w io.Writer = io.Discard
 	if os.Getenv("SCHAKEL_TEST_LOG") != "" {
 		w = os.Stderr
@@ -361,5 +367,150 @@ func TestWitnessesCosignAndCatchAFork(t *testing.T) {
 	info, err := w.GetNodeInfo(ctx, &schakelv1.GetNodeInfoRequest{})
 	if err != nil || len(info.GetForkedLogs()) != 1 {
 		t.Fatalf("GetNodeInfo forked logs = %v, %v", info.GetForkedLogs(), err)
+	}
+}
+
+// TestPartitionHeals splits six nodes in two groups, publishes on both sides, then joins them:
+// every node ends with the same set of documents.
+func TestPartitionHeals(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts six nodes")
+	}
+	ctx := t.Context()
+	reg := newRegister(t)
+	var nodes []*netNode
+	for i := range 6 {
+		nodes = append(nodes, newNetNode(t, reg, fmt.Sprintf("Praktijk %d", i), true))
+	}
+	for _, g := range [][]int{{0, 1, 2}, {3, 4, 5}} {
+		link(t, nodes[g[1]], nodes[g[0]])
+		link(t, nodes[g[2]], nodes[g[0]])
+		link(t, nodes[g[2]], nodes[g[1]])
+	}
+	for i, n := range nodes {
+		eventually(t, 10*time.Second, fmt.Sprintf("node %d admits its group", i), func() bool { return admittedCount(n) == 2 })
+	}
+	var ids []string
+	for _, i := range []int{1, 4} {
+		for j := range 3 {
+			sr := &schakelv1.IssueCredentialRequest_ServiceRegistration{ServiceRegistration: &schakelv1.ServiceRegistration{
+				Endpoints: []*schakelv1.Endpoint{{Type: "fhir", Url: fmt.Sprintf("https://p%d-%d.example/fhir", i, j)}}}}
+			resp, err := nodes[i].IssueCredential(ctx, &schakelv1.IssueCredentialRequest{Organization: nodes[i].org, Subject: sr})
+			if err != nil {
+				t.Fatalf("IssueCredential: %v", err)
+			}
+			ids = append(ids, resp.GetCredential().GetId())
+		}
+	}
+	count := func(n *netNode) uint64 {
+		c, err := n.catalog.Index().Count(ctx)
+		if err != nil {
+			t.Fatalf("Count: %v", err)
+		}
+		return c
+	}
+	time.Sleep(time.Second)
+	if _, err := nodes[0].creds.Get(ctx, ids[3]); err == nil {
+		t.Fatal("a document crossed the partition")
+	}
+	link(t, nodes[3], nodes[2])
+	for i, n := range nodes {
+		eventually(t, 20*time.Second, fmt.Sprintf("node %d holds every registration", i), func() bool {
+			for _, id := range ids {
+				if _, err := n.creds.Get(ctx, id); err != nil {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	eventually(t, 20*time.Second, "every node holds the same set", func() bool {
+		want := count(nodes[0])
+		for _, n := range nodes[1:] {
+			if count(n) != want {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// TestStrangerGetsNothing connects a plain libp2p host — no organisation, no credential — to a
+// node: it may call Hello only, which refuses it; its RPC streams are closed unread; what it
+// publishes into gossip is stored by no one.
+func TestStrangerGetsNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts nodes")
+	}
+	ctx := t.Context()
+	reg := newRegister(t)
+	a := newNetNode(t, reg, "Praktijk A", true)
+	b := newNetNode(t, reg, "Praktijk B", true)
+	link(t, b, a)
+	eventually(t, 10*time.Second, "the nodes admit each other", func() bool { return admittedCount(a) == 1 })
+	before, _ := a.catalog.Index().Count(ctx)
+
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatalf("libp2p.New: %v", err)
+	}
+	defer h.Close()
+	ps, err := pubsub.NewGossipSub(ctx, h, pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign), pubsub.WithNoAuthor(),
+		pubsub.WithMessageIdFn(func(m *pubsubpb.Message) string { id := network.DocumentID(m.Data); return string(id[:]) }))
+	if err != nil {
+		t.Fatalf("NewGossipSub: %v", err)
+	}
+	topic, err := ps.Join(network.TopicDocuments)
+	if err != nil {
+		t.Fatalf("Join: %v", err)
+	}
+	info, err := peer.AddrInfoFromString(a.Network().Addrs()[0])
+	if err != nil {
+		t.Fatalf("AddrInfo: %v", err)
+	}
+	if err := h.Connect(ctx, *info); err != nil {
+		t.Fatalf("Connect: %v", err)
+	}
+	// An RPC stream is closed before anything is served.
+	s, err := h.NewStream(ctx, info.ID, network.RPCProtocol)
+	if err == nil {
+		s.SetDeadline(time.Now().Add(10 * time.Second)) // beyond the bootstrap timeout
+		_, _ = s.Write([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"))
+		buf := make([]byte, 64)
+		if n, err := s.Read(buf); err == nil {
+			t.Fatalf("the RPC protocol answered a stranger: %q", buf[:n])
+		}
+	}
+	// Gossip: a forged credential and a replayed genuine one with a byte changed reach no one.
+	regs, err := b.creds.List(ctx, vc.Filter{Kind: vc.OrganizationCredential})
+	if err != nil || len(regs) == 0 {
+		t.Fatalf("List: %v", err)
+	}
+	changed := append([]byte(nil), regs[0].JWT...)
+	changed[len(changed)/2] ^= 1
+	_ = topic.Publish(ctx, changed)
+	_ = topic.Publish(ctx, []byte("eyJhbGciOiJFZERTQSJ9.e30.AAAA"))
+	time.Sleep(time.Second)
+	for _, n := range []*netNode{a, b} {
+		if ok, _ := n.catalog.Has(ctx, network.DocumentID(changed)); ok {
+			t.Fatal("a stranger's document was stored")
+		}
+		if after, _ := n.catalog.Index().Count(ctx); n == a && after != before {
+			t.Fatalf("the catalog changed: %d → %d documents", before, after)
+		}
+	}
+	for _, p := range a.Network().Peers() {
+		if p.ID == h.ID().String() && p.Admitted {
+			t.Fatal("the stranger was admitted")
+		}
+	}
+	// Past the bootstrap timeout the stranger is disconnected and kept out.
+	eventually(t, 5*time.Second, "the stranger is disconnected", func() bool {
+		return h.Network().Connectedness(info.ID) != libp2pnetwork.Connected
+	})
+	if err := h.Connect(ctx, *info); err == nil {
+		if _, err := h.NewStream(ctx, info.ID, network.BootstrapProtocol); err == nil {
+			t.Fatal("the refused stranger could open a stream again at once")
+		}
 	}
 }

@@ -202,16 +202,17 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	n.net, err = network.New(network.Config{
-		Key:            peerKey,
-		ListenAddrs:    cfg.listenAddrs(),
-		AnnounceAddrs:  cfg.AnnounceAddrs,
-		Bootstrap:      cfg.Bootstrap,
-		MembershipAddr: cfg.MembershipAddr,
-		SyncInterval:   cfg.SyncInterval,
-		Logger:         logger.With("subsystem", "network"),
-		Registerer:     registry,
-		OnAdmitted:     func(_ peer.ID, org string) { n.outbox.Kick(org) },
-		Now:            cfg.Now,
+		Key:              peerKey,
+		ListenAddrs:      cfg.listenAddrs(),
+		AnnounceAddrs:    cfg.AnnounceAddrs,
+		Bootstrap:        cfg.Bootstrap,
+		MembershipAddr:   cfg.MembershipAddr,
+		SyncInterval:     cfg.SyncInterval,
+		BootstrapTimeout: cfg.BootstrapTimeout,
+		Logger:           logger.With("subsystem", "network"),
+		Registerer:       registry,
+		OnAdmitted:       func(_ peer.ID, org string) { n.outbox.Kick(org) },
+		Now:              cfg.Now,
 	}, n.catalog, &peerBackend{n: n})
 	if err != nil {
 		n.db.Close()

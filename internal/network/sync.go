@@ -63,39 +63,63 @@ type SyncResult struct {
 	FetchedBytes int
 }
 
+// maxSessions bounds the reconciliation sessions of one Sync. A session ends incomplete when the
+// node is far behind (it then holds several hundred thousand missing ids); the documents it
+// found are fetched and the next session continues from the new state.
+const maxSessions = 8
+
 // Sync reconciles with p now and fetches what this node lacks.
 func (n *Network) Sync(ctx context.Context, p peer.ID) (SyncResult, error) {
-	var r SyncResult
+	var total SyncResult
+	for range maxSessions {
+		r, complete, err := n.syncSession(ctx, p)
+		total.Rounds += r.Rounds
+		total.BytesOut += r.BytesOut
+		total.BytesIn += r.BytesIn
+		total.Missing += r.Missing
+		total.Stored += r.Stored
+		total.Refused += r.Refused
+		total.FetchedBytes += r.FetchedBytes
+		if err != nil || complete || r.Stored == 0 {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// syncSession runs one reconciliation session with p and fetches what it found missing; complete
+// reports whether the session covered the whole set.
+func (n *Network) syncSession(ctx context.Context, p peer.ID) (r SyncResult, complete bool, err error) {
 	c := n.peerClient(p)
 	s := reconcile.NewSession(n.cat.Index())
 	msg, err := s.Start(ctx)
 	if err != nil {
-		return r, err
+		return r, false, err
 	}
 	for {
 		if r.Rounds++; r.Rounds > maxSyncRounds {
-			return r, fmt.Errorf("reconciliation with %s did not end after %d rounds", p, maxSyncRounds)
+			return r, false, fmt.Errorf("reconciliation with %s did not end after %d rounds", p, maxSyncRounds)
 		}
 		out, err := msg.MarshalBinary()
 		if err != nil {
-			return r, err
+			return r, false, err
 		}
 		cctx, cancel := context.WithTimeout(ctx, rpcCallTimeout)
 		resp, err := c.Reconcile(cctx, connect.NewRequest(&schakelv1.ReconcileRequest{Message: out}))
 		cancel()
 		if err != nil {
-			return r, err
+			return r, false, err
 		}
 		in := resp.Msg.GetMessage()
 		r.BytesOut += len(out)
 		r.BytesIn += len(in)
 		reply, err := reconcile.ParseMessage(in)
 		if err != nil {
-			return r, err
+			return r, false, err
 		}
 		next, done, err := s.Next(ctx, reply)
 		if err != nil {
-			return r, err
+			return r, false, err
 		}
 		if done {
 			break
@@ -114,19 +138,19 @@ func (n *Network) Sync(ctx context.Context, p peer.ID) (SyncResult, error) {
 		resp, err := c.FetchDocuments(cctx, connect.NewRequest(&schakelv1.FetchDocumentsRequest{Ids: ids}))
 		cancel()
 		if err != nil {
-			return r, err
+			return r, false, err
 		}
 		docs := resp.Msg.GetDocuments()
 		if len(docs) > len(batch) {
-			return r, fmt.Errorf("peer %s sent %d documents for %d ids", p, len(docs), len(batch))
+			return r, false, fmt.Errorf("peer %s sent %d documents for %d ids", p, len(docs), len(batch))
 		}
 		for i, doc := range docs {
 			r.FetchedBytes += len(doc)
 			if DocumentID(doc) != batch[i].ID {
-				return r, fmt.Errorf("peer %s sent a document that is not the one asked for", p)
+				return r, false, fmt.Errorf("peer %s sent a document that is not the one asked for", p)
 			}
 			if len(doc) > n.cfg.MaxDocumentSize {
-				return r, fmt.Errorf("peer %s sent a document of %d bytes", p, len(doc))
+				return r, false, fmt.Errorf("peer %s sent a document of %d bytes", p, len(doc))
 			}
 			err := n.accept(ctx, doc, "sync")
 			switch {
@@ -140,11 +164,12 @@ func (n *Network) Sync(ctx context.Context, p peer.ID) (SyncResult, error) {
 			}
 		}
 		if len(docs) < len(batch) {
-			// The answer was cut at the size bound; the rest comes in the next round.
-			break
+			// The answer was cut at the size bound (or the peer lost documents meanwhile): the
+			// rest comes in the next session.
+			return r, false, nil
 		}
 	}
-	return r, nil
+	return r, s.Complete(), nil
 }
 
 // syncWith runs Sync and records its outcome in the peer's state and the metrics.
