@@ -68,9 +68,11 @@ type demo struct {
 	orgs  map[string]string // short name → DID
 	ocs   map[string]string // short name → organisation credential id
 	peers []*peerNode       // the further nodes of the network
+	// witnessKey is the second node's cosignature key, once it has cosigned the GP's log.
+	witnessKey string
 }
 
-const demoSteps = 19
+const demoSteps = 20
 
 // demoBSN is a test BSN that passes the 11-proof.
 const demoBSN = "111222333"
@@ -140,7 +142,8 @@ func (d *demo) play(ctx context.Context) error {
 		{"The second node is offline while the GP practice publishes, then returns and catches up", d.stepCatchUp},
 		{"The hospital reads a patient's medication at the GP practice; the GP's node logs each access", d.stepRecord},
 		{"The patient asks the GP practice who looked at their data (the question is logged too)", d.stepPatientView},
-		{"An auditor exports the GP practice's access log and verifies it offline", d.stepExport},
+		{"The second node witnesses the GP practice's log and cosigns its latest checkpoint", d.stepWitness},
+		{"An auditor exports the GP practice's access log and verifies it offline, cosignature included", d.stepExport},
 		{"A tampered copy of the log (one entry's data category changed) is caught at that entry", d.stepTamperLog},
 	}
 	for _, s := range steps {
@@ -478,14 +481,25 @@ func (d *demo) stepExport(ctx context.Context) (string, error) {
 		if _, _, err := exportLog(ctx, d.c, d.orgs[o.key], dir); err != nil {
 			return "", fmt.Errorf("export %s: %w", o.name, err)
 		}
-		rep, err := verify.VerifyExport(ctx, dir, verify.Options{})
+		opts := verify.Options{}
+		if o.key == "gp" && d.witnessKey != "" {
+			opts.Witnesses, opts.MinCosignatures = []string{d.witnessKey}, 1
+		}
+		rep, err := verify.VerifyExport(ctx, dir, opts)
 		if err != nil {
 			return "", fmt.Errorf("verify %s: %w", o.name, err)
 		}
-		fmt.Fprintf(&b, "%-28s %s: %d entries, %d checkpoints: valid\n", o.name, dir, rep.Entries, rep.Checkpoints)
+		fmt.Fprintf(&b, "%-28s %s: %d entries, %d checkpoints", o.name, dir, rep.Entries, rep.Checkpoints)
+		if opts.MinCosignatures > 0 {
+			fmt.Fprintf(&b, ", cosigned by the witness")
+		}
+		b.WriteString(": valid\n")
 	}
 	if d.exports != "" {
 		b.WriteString("check it yourself: schakel log verify " + d.exportDir("gp"))
+		if d.witnessKey != "" {
+			b.WriteString(" --witness " + d.witnessKey + " --min-cosignatures 1")
+		}
 	} else {
 		b.WriteString("run the demo with --out DIR to keep the exports and check them with schakel log verify")
 	}

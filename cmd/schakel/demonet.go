@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/schakel-health/schakel/internal/vc"
@@ -219,4 +220,40 @@ func (d *demo) stepCatchUp(ctx context.Context) (string, error) {
 	}
 	return fmt.Sprintf("while the second node was down the GP practice published a registration;\nthe node restarted in %s (state read from storage, nothing replayed) and fetched it in %s",
 		ready.Round(time.Millisecond), time.Since(start).Round(time.Millisecond)), nil
+}
+
+func (d *demo) stepWitness(ctx context.Context) (string, error) {
+	if len(d.peers) == 0 {
+		return "", fmt.Errorf("no second node")
+	}
+	post := d.peers[0]
+	info, err := call(ctx, d.c.logs.GetLogInfo, &schakelv1.GetLogInfoRequest{Organization: d.orgs["gp"], Checkpoint: true})
+	if err != nil {
+		return "", err
+	}
+	size := info.GetSize()
+	postInfo, err := call(ctx, post.c.node.GetNodeInfo, &schakelv1.GetNodeInfoRequest{})
+	if err != nil {
+		return "", err
+	}
+	wname := node.WitnessPrefix + post.n.PeerID().String()
+	start := time.Now()
+	err = waitFor(ctx, 15*time.Second, func() (bool, error) {
+		resp, err := call(ctx, d.c.logs.ListCheckpoints, &schakelv1.ListCheckpointsRequest{Organization: d.orgs["gp"], AfterSize: size - 1})
+		if err != nil {
+			return false, err
+		}
+		for _, cp := range resp.GetCheckpoints() {
+			if cp.GetSize() == size && strings.Contains(cp.GetNote(), "— "+wname+" ") {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("the second node's cosignature did not arrive: %w", err)
+	}
+	d.witnessKey = postInfo.GetWitnessKey()
+	return fmt.Sprintf("the post's node checked checkpoint %d of the GP practice's log against the one before (consistency proof)\nand cosigned it in %s; its witness key: %s",
+		size, time.Since(start).Round(time.Millisecond), d.witnessKey), nil
 }
