@@ -67,20 +67,28 @@ func messageID(m *pb.Message) string {
 	return string(id[:])
 }
 
-func (n *Network) startGossip() error {
-	admitted := func(p peer.ID) bool { return p == n.host.ID() || n.isAdmitted(p) }
+// GossipOptions are the gossipsub options of every schakel node: documents are their own
+// message ids, unsigned by the router (they are signed already), peer exchange is off, messages
+// are bounded, scoring as above, and only admitted peers share the mesh. Exported so that
+// simulations run the same configuration.
+func GossipOptions(admitted func(peer.ID) bool, maxDocumentSize int, logger *slog.Logger) []pubsub.Option {
 	params, thresholds := scoreParams()
-	ps, err := pubsub.NewGossipSub(n.ctx, n.host,
+	return []pubsub.Option{
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
 		pubsub.WithNoAuthor(),
 		pubsub.WithMessageIdFn(messageID),
 		pubsub.WithPeerExchange(false),
-		pubsub.WithMaxMessageSize(n.cfg.MaxDocumentSize+1024),
+		pubsub.WithMaxMessageSize(maxDocumentSize + 1024),
 		pubsub.WithPeerScore(params, thresholds),
 		pubsub.WithPeerFilter(func(p peer.ID, _ string) bool { return admitted(p) }),
 		// gossipsub logs every RPC at debug level: keep its warnings only.
-		pubsub.WithLogger(slog.New(levelAtLeast{n.log.Handler(), slog.LevelWarn}).With(slog.String("component", "gossipsub"))),
-	)
+		pubsub.WithLogger(slog.New(levelAtLeast{logger.Handler(), slog.LevelWarn}).With(slog.String("component", "gossipsub"))),
+	}
+}
+
+func (n *Network) startGossip() error {
+	admitted := func(p peer.ID) bool { return p == n.host.ID() || n.isAdmitted(p) }
+	ps, err := pubsub.NewGossipSub(n.ctx, n.host, GossipOptions(admitted, n.cfg.MaxDocumentSize, n.log)...)
 	if err != nil {
 		return err
 	}
