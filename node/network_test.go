@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -41,7 +42,7 @@ func newNetNode(t *testing.T, reg *register.Register, name string, admit bool) *
 }
 
 // startNetNode starts a node on loopback, in memory when dir is empty; it hosts nothing yet.
-func startNetNode(t *testing.T, reg *register.Register, dir, name string) *netNode {
+func startNetNode(t *testing.T, reg *register.Register, dir, name string, opts ...func(*Config)) *netNode {
 	t.Helper()
 	ctx := t.Context()
 	cfg := DefaultConfig()
@@ -52,6 +53,9 @@ func startNetNode(t *testing.T, reg *register.Register, dir, name string) *netNo
 	cfg.TrustedRegisters = []string{reg.DID()}
 	cfg.SyncInterval = 2 * time.Second
 	cfg.BootstrapTimeout = 2 * time.Second
+	for _, o := range opts {
+		o(&cfg)
+	}
 	var w io.Writer = io.Discard
 	if os.Getenv("SCHAKEL_TEST_LOG") != "" {
 		w = os.Stderr
@@ -511,6 +515,68 @@ func TestStrangerGetsNothing(t *testing.T) {
 	if err := h.Connect(ctx, *info); err == nil {
 		if _, err := h.NewStream(ctx, info.ID, network.BootstrapProtocol); err == nil {
 			t.Fatal("the refused stranger could open a stream again at once")
+		}
+	}
+}
+
+// freeAddr returns a loopback host:port free for TCP and UDP at the time of the call.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	for range 20 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("Listen: %v", err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		if u, err := net.ListenPacket("udp", addr); err == nil {
+			u.Close()
+			return addr
+		}
+	}
+	t.Fatal("no free address")
+	return ""
+}
+
+// TestMembershipFindsPeers runs three nodes with memberlist: B and C each know only A, and find
+// each other through the member list (each member's signed peer record gives the addresses).
+func TestMembershipFindsPeers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts nodes")
+	}
+	reg := newRegister(t)
+	var nodes []*netNode
+	for _, name := range []string{"A", "B", "C"} {
+		addr := freeAddr(t)
+		n := startNetNode(t, reg, "", name, func(c *Config) { c.MembershipAddr = addr })
+		n.org = hostOrganization(t, n.Node, reg, "Praktijk "+name, true)
+		nodes = append(nodes, n)
+	}
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	link(t, b, a)
+	link(t, c, a)
+	eventually(t, 20*time.Second, "B and C find each other through memberlist", func() bool {
+		for _, p := range b.Network().Peers() {
+			if p.ID == c.PeerID().String() && p.Connected && p.Admitted {
+				return true
+			}
+		}
+		return false
+	})
+	if m := len(a.Network().Members()); m != 3 {
+		t.Fatalf("A sees %d members, want 3", m)
+	}
+	// A node without an organisation credential that joins memberlist directly is not taken in.
+	addr := freeAddr(t)
+	insurer := startNetNode(t, reg, "", "insurer", func(c *Config) { c.MembershipAddr = addr })
+	insurer.org = hostOrganization(t, insurer.Node, reg, "Zorgverzekeraar", false)
+	_ = insurer.Network().JoinMembership(a.net.MembershipAddr())
+	time.Sleep(time.Second)
+	for _, n := range nodes {
+		for _, m := range n.Network().Members() {
+			if m == insurer.PeerID().String() {
+				t.Fatalf("%s took the insurer's node into its member list", n.org)
+			}
 		}
 	}
 }

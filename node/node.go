@@ -201,6 +201,8 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 		n.db.Close()
 		return nil, err
 	}
+	registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "schakel_outbox_depth",
+		Help: "Private messages waiting for their recipient's node."}, func() float64 { return float64(n.outbox.Depth()) }))
 	n.net, err = network.New(network.Config{
 		Key:              peerKey,
 		ListenAddrs:      cfg.listenAddrs(),

@@ -2,6 +2,7 @@ package network
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"log"
 	"log/slog"
@@ -42,8 +43,8 @@ func (n *Network) startMembership() error {
 	return nil
 }
 
-// membershipAddr is the address memberlist listens on, empty when membership is off.
-func (n *Network) membershipAddr() string {
+// MembershipAddr is the address memberlist listens on, empty when membership is off.
+func (n *Network) MembershipAddr() string {
 	if n.ml == nil {
 		return ""
 	}
@@ -56,6 +57,16 @@ func (n *Network) joinMembership(addr string) {
 	if _, err := n.ml.Join([]string{addr}); err != nil {
 		n.log.Debug("membership join failed", slog.String("addr", addr), slog.Any("error", err))
 	}
+}
+
+// JoinMembership joins the member list through a member's memberlist address (host:port). The
+// members still decide: one whose peer is not admitted is refused by their alive delegate.
+func (n *Network) JoinMembership(addr string) error {
+	if n.ml == nil {
+		return errors.New("network: membership is off")
+	}
+	_, err := n.ml.Join([]string{addr})
+	return err
 }
 
 // Members returns the peer ids memberlist considers alive, this node included.
@@ -121,9 +132,52 @@ func (d *memberDelegate) NotifyAlive(m *memberlist.Node) error {
 	}
 	if _, ok := d.n.backend.Admitted(d.n.ctx, pr.PeerID); !ok {
 		d.n.m.membersRefused.Inc()
+		d.n.refusedMember(pr.PeerID, fmt.Sprintf("%s:%d", m.Addr, m.Port))
 		return fmt.Errorf("member %s: %w", m.Name, ErrNotAdmitted)
 	}
 	return nil
+}
+
+// Members refused because their organisation was not (yet) known are asked again once it is:
+// memberlist would otherwise take them in only at its next full state exchange.
+const maxRefusedMembers = 256
+
+func (n *Network) refusedMember(p peer.ID, addr string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.refusedMembers == nil {
+		n.refusedMembers = map[peer.ID]string{}
+	}
+	if len(n.refusedMembers) < maxRefusedMembers {
+		n.refusedMembers[p] = addr
+	}
+}
+
+// membershipLoop rejoins, through them, refused members that have since been admitted.
+func (n *Network) membershipLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+		n.mu.Lock()
+		refused := n.refusedMembers
+		n.refusedMembers = nil
+		n.mu.Unlock()
+		for p, addr := range refused {
+			if _, ok := n.backend.Admitted(n.ctx, p); ok {
+				n.joinMembership(addr)
+			} else if n.gater.isDenied(p) {
+				continue
+			} else {
+				n.refusedMember(p, addr)
+			}
+		}
+	}
 }
 
 // NotifyMerge implements memberlist.MergeDelegate: a remote state with a forged record is

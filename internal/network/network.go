@@ -81,9 +81,10 @@ type Network struct {
 	ml     *memberlist.Memberlist
 	held   *heldQueue
 
-	mu      sync.Mutex
-	peers   map[peer.ID]*peerState
-	clients map[peer.ID]schakelv1connect.PeerServiceClient
+	mu             sync.Mutex
+	peers          map[peer.ID]*peerState
+	refusedMembers map[peer.ID]string // memberlist members refused as not admitted, by address
+	clients        map[peer.ID]schakelv1connect.PeerServiceClient
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -179,6 +180,8 @@ func (n *Network) Start(ctx context.Context) error {
 			n.cancel()
 			return err
 		}
+		n.wg.Add(1)
+		go n.membershipLoop()
 	}
 	n.wg.Add(3)
 	go n.bootstrapLoop()

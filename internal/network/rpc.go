@@ -182,7 +182,7 @@ func (n *Network) hello(ctx context.Context, p peer.ID) error {
 		return err
 	}
 	c := n.client(p, BootstrapProtocol)
-	resp, err := c.Hello(ctx, connect.NewRequest(&schakelv1.HelloRequest{Documents: docs, MembershipAddr: n.membershipAddr()}))
+	resp, err := c.Hello(ctx, connect.NewRequest(&schakelv1.HelloRequest{Documents: docs, MembershipAddr: n.MembershipAddr()}))
 	if err != nil {
 		return fmt.Errorf("hello: %w", err)
 	}
@@ -224,7 +224,7 @@ func (h *peerHandler) Hello(ctx context.Context, req *connect.Request[schakelv1.
 		defer n.wg.Done()
 		n.admitted(p)
 	}()
-	return connect.NewResponse(&schakelv1.HelloResponse{Documents: docs, MembershipAddr: n.membershipAddr()}), nil
+	return connect.NewResponse(&schakelv1.HelloResponse{Documents: docs, MembershipAddr: n.MembershipAddr()}), nil
 }
 
 func (h *peerHandler) Reconcile(ctx context.Context, req *connect.Request[schakelv1.ReconcileRequest]) (*connect.Response[schakelv1.ReconcileResponse], error) {
