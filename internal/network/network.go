@@ -84,6 +84,7 @@ type Network struct {
 	mu             sync.Mutex
 	peers          map[peer.ID]*peerState
 	refusedMembers map[peer.ID]string // memberlist members refused as not admitted, by address
+	syncTotals     SyncResult
 	clients        map[peer.ID]schakelv1connect.PeerServiceClient
 
 	ctx    context.Context

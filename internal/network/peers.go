@@ -181,7 +181,8 @@ func (n *Network) admit(p peer.ID, dir network.Direction) {
 			n.mu.Lock()
 			ok := n.state(p).admitted
 			n.mu.Unlock()
-			if ok {
+			if ok || n.host.Network().Connectedness(p) != network.Connected {
+				// Admitted, or gone: a peer that left is not refused for leaving.
 				return
 			}
 		}

@@ -172,9 +172,21 @@ func (n *Network) syncSession(ctx context.Context, p peer.ID) (r SyncResult, com
 	return r, s.Complete(), nil
 }
 
+// SyncStats returns the totals of every reconciliation this node started, for operators and tests.
+func (n *Network) SyncStats() SyncResult {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.syncTotals
+}
+
 // syncWith runs Sync and records its outcome in the peer's state and the metrics.
 func (n *Network) syncWith(ctx context.Context, p peer.ID) {
 	r, err := n.Sync(ctx, p)
+	n.mu.Lock()
+	t := &n.syncTotals
+	t.Rounds, t.BytesOut, t.BytesIn, t.Missing = t.Rounds+r.Rounds, t.BytesOut+r.BytesOut, t.BytesIn+r.BytesIn, t.Missing+r.Missing
+	t.Stored, t.Refused, t.FetchedBytes = t.Stored+r.Stored, t.Refused+r.Refused, t.FetchedBytes+r.FetchedBytes
+	n.mu.Unlock()
 	n.m.syncBytes.WithLabelValues("out").Add(float64(r.BytesOut))
 	n.m.syncBytes.WithLabelValues("in").Add(float64(r.BytesIn + r.FetchedBytes))
 	n.mu.Lock()
