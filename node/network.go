@@ -65,16 +65,47 @@ func (b *peerBackend) Accept(ctx context.Context, doc []byte) (bool, error) {
 	default:
 		return false, fmt.Errorf("unknown document type %q", clip(h.Type))
 	}
+	return stored, acceptError(err)
+}
+
+// acceptError tells the network which refusals are only for now (a document it depends on is not
+// held yet) or without fault (superseded, expired, revoked).
+func acceptError(err error) error {
 	switch {
 	case err == nil:
-		return stored, nil
+		return nil
 	case errors.Is(err, did.ErrUnknownDID), errors.Is(err, did.ErrNoKey), errors.Is(err, vc.ErrStatusUnavailable):
-		return false, fmt.Errorf("%w: %w", network.ErrPending, err)
+		return fmt.Errorf("%w: %w", network.ErrPending, err)
 	case errors.Is(err, vc.ErrRollback), errors.Is(err, vc.ErrExpired), errors.Is(err, vc.ErrRevoked):
-		return false, fmt.Errorf("%w: %w", network.ErrStale, err)
+		return fmt.Errorf("%w: %w", network.ErrStale, err)
 	default:
-		return false, err
+		return err
 	}
+}
+
+// AcceptMany implements network.Backend: key events and DID documents first, one by one, then the
+// credentials verified on every core and stored in one transaction.
+func (b *peerBackend) AcceptMany(ctx context.Context, docs [][]byte) ([]bool, []error) {
+	stored, errs := make([]bool, len(docs)), make([]error, len(docs))
+	var creds [][]byte
+	var at []int
+	for i, d := range docs {
+		if h, err := crypto.ParseHeader(d); err == nil && h.Type == vc.JWSType {
+			creds, at = append(creds, d), append(at, i)
+			continue
+		}
+		stored[i], errs[i] = b.Accept(ctx, d)
+	}
+	if len(creds) == 0 {
+		return stored, errs
+	}
+	b.accepting.Lock()
+	res := b.n.creds.AddMany(ctx, creds)
+	b.accepting.Unlock()
+	for j, r := range res {
+		stored[at[j]], errs[at[j]] = r.Added, acceptError(r.Err)
+	}
+	return stored, errs
 }
 
 // Introduce implements network.Backend. Nothing a newcomer presents is stored unless it carries an

@@ -29,6 +29,9 @@ type Backend interface {
 	// document was new. An error wrapping ErrPending means the document depends on one not yet
 	// held (a credential before its issuer's key event); ErrStale that it is valid but superseded.
 	Accept(ctx context.Context, doc []byte) (stored bool, err error)
+	// AcceptMany is Accept for a batch fetched in a catch-up, stored in as few commits as the
+	// backend can; the results are per document, in order.
+	AcceptMany(ctx context.Context, docs [][]byte) (stored []bool, errs []error)
 	// Introduce verifies the documents a newcomer presents at bootstrap and stores them only
 	// when they admit peer p: an organisation credential from a trusted register for an
 	// organisation whose DID document binds p. It returns the organisation.

@@ -152,16 +152,31 @@ func (n *Network) syncSession(ctx context.Context, p peer.ID) (r SyncResult, com
 			if len(doc) > n.cfg.MaxDocumentSize {
 				return r, false, fmt.Errorf("peer %s sent a document of %d bytes", p, len(doc))
 			}
-			err := n.accept(ctx, doc, "sync")
+		}
+		stored, errs := n.backend.AcceptMany(fromPeer(ctx), docs)
+		progress := false
+		for i, err := range errs {
 			switch {
-			case err == nil:
+			case err == nil && stored[i]:
 				r.Stored++
-			case errors.Is(err, errDuplicate), errors.Is(err, ErrPending), errors.Is(err, ErrStale):
+				progress = true
+				n.m.documents.WithLabelValues("sync", "stored").Inc()
+			case err == nil:
+				n.m.documents.WithLabelValues("sync", "duplicate").Inc()
+			case errors.Is(err, ErrPending):
+				n.held.add(docs[i])
+				n.m.documents.WithLabelValues("sync", "held").Inc()
+			case errors.Is(err, ErrStale):
+				n.m.documents.WithLabelValues("sync", "stale").Inc()
 			default:
 				// A document can stop verifying for this node without fault of the peer (it
 				// expired, or its issuer is not trusted here): count it, do not abort.
 				r.Refused++
+				n.m.documents.WithLabelValues("sync", "refused").Inc()
 			}
+		}
+		if progress {
+			n.retryHeld(ctx)
 		}
 		if len(docs) < len(batch) {
 			// The answer was cut at the size bound (or the peer lost documents meanwhile): the

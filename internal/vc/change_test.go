@@ -70,3 +70,37 @@ func equal(a, b []string) bool {
 	}
 	return true
 }
+
+// TestAddMany checks that a batch stores what verifies in one go, reports what does not, and
+// matches what Add would store.
+func TestAddMany(t *testing.T) {
+	f := newFixture(t)
+	good1 := f.orgCredential(f.reg, f.rogue.id, "Huisartsenpraktijk Jansen", t0, 24*time.Hour)
+	good2 := f.orgCredential(f.reg, f.reg.id, "Apotheek Janssens", t0, 24*time.Hour)
+	untrusted := f.orgCredential(f.rogue, f.reg.id, "Zorgverzekeraar", t0, 24*time.Hour)
+	tampered := append([]byte(nil), good2...)
+	tampered[len(tampered)-3] ^= 1
+	list := f.publishList(f.reg, t0.Add(time.Minute))
+	res := f.s.AddMany(context.Background(), [][]byte{good1, untrusted, list, tampered, good2, []byte("junk"), good1})
+	want := []struct {
+		added bool
+		ok    bool
+	}{{true, true}, {false, false}, {false, true}, {false, false}, {true, true}, {false, false}, {false, true}}
+	for i, w := range want {
+		if res[i].Added != w.added || (res[i].Err == nil) != w.ok {
+			t.Errorf("result %d = added %v, err %v; want added %v, ok %v", i, res[i].Added, res[i].Err, w.added, w.ok)
+		}
+	}
+	for _, d := range [][]byte{good1, good2} {
+		c, err := Parse(d)
+		if err != nil {
+			t.Fatalf("Parse: %v", err)
+		}
+		if _, err := f.s.Get(context.Background(), c.ID); err != nil {
+			t.Fatalf("Get(%s): %v", c.ID, err)
+		}
+	}
+	if !errors.Is(res[1].Err, ErrUntrusted) {
+		t.Errorf("untrusted credential: %v", res[1].Err)
+	}
+}

@@ -2,6 +2,7 @@ package vc
 
 import (
 	"context"
+	"runtime"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -100,34 +101,117 @@ func (s *Store) add(ctx context.Context, compact []byte) (*Credential, bool, err
 	}
 	added := false
 	err = s.db.Update(ctx, func(tx *store.Txn) error {
-		added = false
-		if held, err := tx.Get(nsVC, credKey(c.ID)); err == nil {
-			if string(held) != string(compact) {
-				return fmt.Errorf("%w: a different credential with id %s is held", ErrMalformed, c.ID)
-			}
-			return nil
-		} else if !errors.Is(err, store.ErrNotFound) {
-			return err
-		}
-		if err := tx.Set(nsVC, credKey(c.ID), compact); err != nil {
-			return err
-		}
-		for _, party := range []string{c.Issuer, c.Subject} {
-			if err := tx.Set(nsVC, partyKey(party, c.ID), []byte(c.Kind)); err != nil {
-				return err
-			}
-		}
-		if err := tx.Set(nsVC, slotKey(c.Status.StatusListCredential, c.Status.Index()), []byte(c.ID)); err != nil {
-			return err
-		}
-		added = true
-		if err := s.changed(tx, compact, c.IssuedAt, false); err != nil {
-			return err
-		}
-		return indexCredential(tx, c)
+		var err error
+		added, err = s.put(tx, c)
+		return err
 	})
 	return c, added, err
 }
+
+// put stores a verified credential (not a status list) with its directory rows; it reports
+// whether it was new.
+func (s *Store) put(tx *store.Txn, c *Credential) (bool, error) {
+	compact := c.JWT
+	if held, err := tx.Get(nsVC, credKey(c.ID)); err == nil {
+		if string(held) != string(compact) {
+			return false, fmt.Errorf("%w: a different credential with id %s is held", ErrMalformed, c.ID)
+		}
+		return false, nil
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return false, err
+	}
+	if err := tx.Set(nsVC, credKey(c.ID), compact); err != nil {
+		return false, err
+	}
+	for _, party := range []string{c.Issuer, c.Subject} {
+		if err := tx.Set(nsVC, partyKey(party, c.ID), []byte(c.Kind)); err != nil {
+			return false, err
+		}
+	}
+	if err := tx.Set(nsVC, slotKey(c.Status.StatusListCredential, c.Status.Index()), []byte(c.ID)); err != nil {
+		return false, err
+	}
+	if err := s.changed(tx, compact, c.IssuedAt, false); err != nil {
+		return false, err
+	}
+	return true, indexCredential(tx, c)
+}
+
+// AddResult is the outcome of one credential of AddMany.
+type AddResult struct {
+	Credential *Credential
+	Added      bool
+	Err        error
+}
+
+// AddMany verifies credentials and stores those that verify in one transaction, so that a batch
+// (a peer's catch-up) costs one commit, not one per credential. Status lists are added one by
+// one, before the others, in the order given. A credential that fails verification is reported
+// in its result and does not stop the others; if the transaction fails, every credential it held
+// reports that error and nothing of it is stored.
+func (s *Store) AddMany(ctx context.Context, docs [][]byte) []AddResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]AddResult, len(docs))
+	var batch []int
+	for i, d := range docs {
+		c, err := Parse(d)
+		if err != nil {
+			out[i].Err = err
+			continue
+		}
+		if c.Kind == StatusListCredential {
+			out[i].Credential, out[i].Added, out[i].Err = s.add(ctx, d)
+			continue
+		}
+		batch = append(batch, i)
+	}
+	// Verification is independent per credential: run it on every core.
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range min(runtime.GOMAXPROCS(0), len(batch)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				out[i].Credential, out[i].Err = s.verifier.Verify(ctx, docs[i])
+			}
+		}()
+	}
+	for _, i := range batch {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	err := s.db.Update(ctx, func(tx *store.Txn) error {
+		for _, i := range batch {
+			if out[i].Err != nil {
+				continue
+			}
+			added, err := s.put(tx, out[i].Credential)
+			if err != nil {
+				if errors.Is(err, ErrMalformed) {
+					out[i].Err = err
+					continue
+				}
+				return err
+			}
+			out[i].Added = added
+		}
+		return nil
+	})
+	if err != nil {
+		for _, i := range batch {
+			if out[i].Err == nil {
+				out[i].Added, out[i].Err = false, fmt.Errorf("%w: %w", errBatch, err)
+			}
+		}
+	}
+	return out
+}
+
+// errBatch marks the credentials of a batch whose transaction failed.
+var errBatch = errors.New("batch not stored")
 
 func (s *Store) addStatusList(ctx context.Context, c *Credential) (*Credential, bool, error) {
 	bits, err := DecodeBits(c.StatusList.EncodedList)
