@@ -2,10 +2,10 @@ package vc
 
 import (
 	"context"
-	"runtime"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 
