@@ -8,6 +8,8 @@
 //   - compact JWS: [Sign], [Verify], [ParseHeader] and [ParseUnverified], with an algorithm
 //     allow-list of EdDSA (RFC 8037) and ES256 (RFC 7518 §3.4) and nothing else;
 //   - compact JWE: [Encrypt] and [Decrypt], ECDH-ES+A256KW with A256GCM only (RFC 7518 §4.6, §5.3);
+//   - C2SP signed notes: [PrivateKey.NoteSigner] and [PublicKey.NoteVerifierKey], so that an
+//     organisation's Ed25519 log key signs its access-log checkpoints;
 //   - keyed pseudonyms of BSNs: [Pseudonymizer] and the 11-proof [ValidBSN];
 //   - key storage: the [KeyStore] interface with [FileKeyStore] and [MemKeyStore].
 //
