@@ -299,6 +299,13 @@ func (n *Network) retryHeld(ctx context.Context) {
 				if err == nil && stored {
 					n.m.documents.WithLabelValues("held", "stored").Inc()
 					progress = true
+					// Gossipsub did not forward it while it waited (the validator said Ignore):
+					// this node passes it on now, so that it is not left to reconciliation.
+					go func() {
+						if err := n.Publish(n.ctx, doc); err != nil && n.ctx.Err() == nil {
+							n.log.Debug("forwarding a held document failed", slog.Any("error", err))
+						}
+					}()
 				}
 			}
 			if !progress {

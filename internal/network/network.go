@@ -16,6 +16,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	"github.com/multiformats/go-multiaddr"
 
 	schakelv1 "github.com/schakel-health/schakel/proto/schakel/v1"
@@ -123,7 +125,9 @@ func New(cfg Config, cat *Catalog, backend Backend) (*Network, error) {
 		libp2p.Identity(cfg.Key),
 		libp2p.ListenAddrStrings(cfg.ListenAddrs...),
 		libp2p.ConnectionGater(n.gater),
-		libp2p.DefaultSecurity, // Noise and TLS; Noise is preferred
+		// Noise first, so that it is what two schakel nodes negotiate; TLS 1.3 for other peers.
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.Security(libp2ptls.ID, libp2ptls.New),
 		libp2p.DisableRelay(),
 		libp2p.Ping(true),
 	}
