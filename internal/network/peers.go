@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -40,8 +41,10 @@ type PeerInfo struct {
 // Peers lists the peers the node is or was connected to, admitted ones first.
 func (n *Network) Peers() []PeerInfo {
 	n.mu.Lock()
+	ids := make([]peer.ID, 0, len(n.peers))
 	out := make([]PeerInfo, 0, len(n.peers))
 	for id, s := range n.peers {
+		ids = append(ids, id)
 		out = append(out, PeerInfo{
 			ID: id.String(), Org: s.org, Admitted: s.admitted, Connected: s.connected,
 			LastSeen: s.lastSeen, LastSync: s.lastSync, LastSyncErr: s.lastSyncErr,
@@ -49,8 +52,8 @@ func (n *Network) Peers() []PeerInfo {
 		})
 	}
 	n.mu.Unlock()
-	for i := range out {
-		for _, a := range n.host.Peerstore().Addrs(peer.ID(mustDecode(out[i].ID))) {
+	for i, id := range ids {
+		for _, a := range n.host.Peerstore().Addrs(id) {
 			out[i].Addrs = append(out[i].Addrs, a.String())
 		}
 	}
@@ -61,20 +64,9 @@ func (n *Network) Peers() []PeerInfo {
 			}
 			return 1
 		}
-		if a.ID < b.ID {
-			return -1
-		}
-		return 1
+		return strings.Compare(a.ID, b.ID)
 	})
 	return out
-}
-
-func mustDecode(s string) peer.ID {
-	id, err := peer.Decode(s)
-	if err != nil {
-		return ""
-	}
-	return id
 }
 
 // state returns p's state, creating it; callers hold n.mu.
