@@ -74,9 +74,9 @@ func acceptError(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, did.ErrUnknownDID), errors.Is(err, did.ErrNoKey), errors.Is(err, vc.ErrStatusUnavailable):
+	case errors.Is(err, did.ErrUnknownDID), errors.Is(err, did.ErrNoKey), errors.Is(err, did.ErrEventAhead), errors.Is(err, vc.ErrStatusUnavailable):
 		return fmt.Errorf("%w: %w", network.ErrPending, err)
-	case errors.Is(err, vc.ErrRollback), errors.Is(err, vc.ErrExpired), errors.Is(err, vc.ErrRevoked):
+	case errors.Is(err, vc.ErrRollback), errors.Is(err, vc.ErrExpired), errors.Is(err, vc.ErrRevoked), errors.Is(err, did.ErrSuperseded):
 		return fmt.Errorf("%w: %w", network.ErrStale, err)
 	default:
 		return err

@@ -286,16 +286,21 @@ func TestDocument(t *testing.T) {
 	// After a rotation a document signed by the old key is stale.
 	s1, e1 := newKeys(t)
 	rot, _ := NewRotate(o.sig, st, s1.Public(), e1.Public(), t0.Add(time.Hour))
+	before := st
 	st, _, err = r.AddEvent(ctx, rot)
 	if err != nil {
 		t.Fatalf("AddEvent(rotate): %v", err)
 	}
-	if _, err := VerifyDocument(doc, st); !errors.Is(err, ErrDocument) {
-		t.Fatalf("VerifyDocument(stale) = %v, want ErrDocument", err)
+	if _, err := VerifyDocument(doc, st); !errors.Is(err, ErrSuperseded) {
+		t.Fatalf("VerifyDocument(stale) = %v, want ErrSuperseded", err)
 	}
 	fresh, _, err := NewDocument(s1, st, Binding{PeerIDs: []string{pid}}, t0.Add(2*time.Hour))
 	if err != nil {
 		t.Fatalf("NewDocument(after rotation): %v", err)
+	}
+	// A node that has not seen the rotation yet holds the new document for later, not refuses it.
+	if _, err := VerifyDocument(fresh, before); !errors.Is(err, ErrEventAhead) {
+		t.Fatalf("VerifyDocument(before the rotation arrived) = %v, want ErrEventAhead", err)
 	}
 	if _, stored, err := r.PutDocument(ctx, fresh); err != nil || !stored {
 		t.Fatalf("PutDocument(fresh) = %v, %v", stored, err)

@@ -170,8 +170,11 @@ func VerifyDocument(compact []byte, st *State) (*Document, error) {
 	if st.Deactivated {
 		return nil, fmt.Errorf("%s: %w", st.DID, ErrDeactivated)
 	}
-	if doc.KeyEventSeq != st.Seq {
-		return nil, fmt.Errorf("%w: document lists keys of event %d, latest is %d", ErrDocument, doc.KeyEventSeq, st.Seq)
+	switch {
+	case doc.KeyEventSeq > st.Seq:
+		return nil, fmt.Errorf("%w: document lists keys of event %d, latest known is %d", ErrEventAhead, doc.KeyEventSeq, st.Seq)
+	case doc.KeyEventSeq < st.Seq:
+		return nil, fmt.Errorf("%w: document lists keys of event %d, latest is %d", ErrSuperseded, doc.KeyEventSeq, st.Seq)
 	}
 	cur := st.Current()
 	if h.KID != st.DID+"#"+cur.SigningKey.KID() {

@@ -22,6 +22,12 @@ var (
 	ErrNoKey       = errors.New("no key valid at that time")
 	ErrFork        = errors.New("conflicting key event")
 	ErrDocument    = errors.New("invalid DID document")
+	// ErrEventAhead: a DID document names a key event this node does not hold yet (it arrived
+	// before the rotation that it follows); it can verify once the event is here.
+	ErrEventAhead = errors.New("DID document names a key event not yet known")
+	// ErrSuperseded: a DID document names an earlier key event than the latest; a newer document
+	// replaces it.
+	ErrSuperseded = errors.New("DID document superseded by a key rotation")
 )
 
 // Method is the DID method prefix of every organisation identifier.

@@ -11,6 +11,7 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 )
 
 // Gossip scoring. A peer that forwards one invalid document has skipped verification or forged
@@ -78,6 +79,10 @@ func GossipOptions(admitted func(peer.ID) bool, maxDocumentSize int, logger *slo
 		pubsub.WithNoAuthor(),
 		pubsub.WithMessageIdFn(messageID),
 		pubsub.WithPeerExchange(false),
+		// A node sends what it publishes to every admitted peer in the topic, not only to its
+		// mesh: right after admission the mesh is still empty (it forms at the next heartbeat),
+		// and a message published into an empty mesh would reach no one until reconciliation.
+		pubsub.WithFloodPublish(true),
 		pubsub.WithMaxMessageSize(maxDocumentSize + 1024),
 		pubsub.WithPeerScore(params, thresholds),
 		pubsub.WithPeerFilter(func(p peer.ID, _ string) bool { return admitted(p) }),
@@ -86,9 +91,63 @@ func GossipOptions(admitted func(peer.ID) bool, maxDocumentSize int, logger *slo
 	}
 }
 
+// meshTracer follows which peers share this node's mesh of the documents topic: gossip reaches a
+// newly admitted peer directly only once the next heartbeat has grafted it.
+type meshTracer struct {
+	mu    sync.Mutex
+	peers map[peer.ID]bool
+}
+
+func (t *meshTracer) set(p peer.ID, topic string, in bool) {
+	if topic != TopicDocuments {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.peers == nil {
+		t.peers = map[peer.ID]bool{}
+	}
+	if in {
+		t.peers[p] = true
+	} else {
+		delete(t.peers, p)
+	}
+}
+
+func (t *meshTracer) has(p peer.ID) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.peers[p]
+}
+
+func (t *meshTracer) Graft(p peer.ID, topic string) { t.set(p, topic, true) }
+func (t *meshTracer) Prune(p peer.ID, topic string) { t.set(p, topic, false) }
+
+func (*meshTracer) OnNewOutboundStream(peer.ID, protocol.ID) {}
+
+// OnClosedOutboundStream is how gossipsub reports a peer gone; it leaves every mesh untraced.
+func (t *meshTracer) OnClosedOutboundStream(p peer.ID) { t.set(p, TopicDocuments, false) }
+
+func (*meshTracer) Join(string)                                          {}
+func (*meshTracer) Leave(string)                                         {}
+func (*meshTracer) ValidateMessage(*pubsub.Message)                      {}
+func (*meshTracer) DeliverMessage(*pubsub.Message)                       {}
+func (*meshTracer) RejectMessage(*pubsub.Message, string)                {}
+func (*meshTracer) DuplicateMessage(*pubsub.Message)                     {}
+func (*meshTracer) ThrottlePeer(peer.ID)                                 {}
+func (*meshTracer) RecvRPC(*pubsub.RPC)                                  {}
+func (*meshTracer) SendRPC(*pubsub.RPC, peer.ID)                         {}
+func (*meshTracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
+func (*meshTracer) DropRPC(*pubsub.RPC, peer.ID)                         {}
+func (*meshTracer) UndeliverableMessage(*pubsub.Message)                 {}
+
+// InMesh reports whether p shares this node's gossip mesh of documents.
+func (n *Network) InMesh(p peer.ID) bool { return n.mesh.has(p) }
+
 func (n *Network) startGossip() error {
 	admitted := func(p peer.ID) bool { return p == n.host.ID() || n.isAdmitted(p) }
-	ps, err := pubsub.NewGossipSub(n.ctx, n.host, GossipOptions(admitted, n.cfg.MaxDocumentSize, n.log)...)
+	opts := append(GossipOptions(admitted, n.cfg.MaxDocumentSize, n.log), pubsub.WithRawTracer(&n.mesh))
+	ps, err := pubsub.NewGossipSub(n.ctx, n.host, opts...)
 	if err != nil {
 		return err
 	}
@@ -218,8 +277,11 @@ func (n *Network) validateNote(ctx context.Context, from peer.ID, m *pubsub.Mess
 
 // checkSender decides on a message forwarded by a peer that is not admitted. During the bootstrap
 // exchange the other side may already forward messages (it learnt of this node's admission a
-// moment earlier): they are ignored, without penalty, and come again by gossip or
-// reconciliation. Otherwise the message is rejected, which scores the peer down.
+// moment earlier): the validator waits for the exchange to end (at most the bootstrap timeout;
+// at most maxNewcomers peers are ever in it), because gossipsub marks a message seen once
+// validated and would not take it again from anyone. A message from a peer that was not
+// admitted is rejected, which scores the peer down; one from a peer whose exchange failed is
+// ignored.
 func (n *Network) checkSender(topic string, from peer.ID) (pubsub.ValidationResult, bool) {
 	if n.isAdmitted(from) {
 		return pubsub.ValidationAccept, true
@@ -229,6 +291,9 @@ func (n *Network) checkSender(topic string, from peer.ID) (pubsub.ValidationResu
 	pending := ok && s.helloing
 	n.mu.Unlock()
 	if pending {
+		if n.awaitAdmission(from) {
+			return pubsub.ValidationAccept, true
+		}
 		n.m.gossip.WithLabelValues(topic, "ignored").Inc()
 		return pubsub.ValidationIgnore, false
 	}

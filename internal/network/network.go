@@ -85,6 +85,7 @@ type Network struct {
 	rpc    *rpcServer
 	ml     *memberlist.Memberlist
 	held   *heldQueue
+	mesh   meshTracer
 
 	mu             sync.Mutex
 	peers          map[peer.ID]*peerState

@@ -31,6 +31,7 @@ type PeerInfo struct {
 	Addrs       []string
 	Admitted    bool
 	Connected   bool
+	InMesh      bool // shares this node's gossip mesh of documents
 	LastSeen    time.Time
 	LastSync    time.Time
 	LastSyncErr string
@@ -53,6 +54,7 @@ func (n *Network) Peers() []PeerInfo {
 	}
 	n.mu.Unlock()
 	for i, id := range ids {
+		out[i].InMesh = n.mesh.has(id)
 		for _, a := range n.host.Peerstore().Addrs(id) {
 			out[i].Addrs = append(out[i].Addrs, a.String())
 		}
@@ -209,8 +211,20 @@ func (n *Network) admitted(p peer.ID) {
 	go func() {
 		defer n.wg.Done()
 		n.syncWith(n.ctx, p)
+		// Until the next gossipsub heartbeat grafts p into the mesh, documents other peers
+		// publish are forwarded past it, and once it is in the mesh no IHAVE names them to it.
+		// One more catch-up after the mesh has formed closes that window (one fingerprint
+		// exchange when nothing was missed).
+		select {
+		case <-n.ctx.Done():
+		case <-time.After(meshSettle):
+			n.syncWith(n.ctx, p)
+		}
 	}()
 }
+
+// meshSettle is how long after admission the second catch-up runs: a few gossipsub heartbeats.
+const meshSettle = 3 * time.Second
 
 // refuse disconnects p and keeps it out for a while.
 func (n *Network) refuse(p peer.ID, why string) {

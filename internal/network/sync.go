@@ -63,6 +63,25 @@ type SyncResult struct {
 	FetchedBytes int
 }
 
+// maxRelay bounds the catch-up whose documents this node passes on by gossip. A peer that just
+// joined or returned often brings a few documents the rest of the network lacks too (it was
+// admitted, or published, while others were syncing); gossiping them spares every other node
+// the wait for its next catch-up round. A larger catch-up is this node's own backlog: the others
+// have it already or will reconcile it themselves. Receivers that hold a relayed document
+// ignore it, without penalty.
+const maxRelay = 64
+
+// relay gossips a document fetched in a catch-up.
+func (n *Network) relay(doc []byte) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.Publish(n.ctx, doc); err != nil && n.ctx.Err() == nil {
+			n.log.Debug("relaying a fetched document failed", slog.Any("error", err))
+		}
+	}()
+}
+
 // maxSessions bounds the reconciliation sessions of one Sync. A session ends incomplete when the
 // node is far behind (it then holds several hundred thousand missing ids); the documents it
 // found are fetched and the next session continues from the new state.
@@ -160,6 +179,9 @@ func (n *Network) syncSession(ctx context.Context, p peer.ID) (r SyncResult, com
 			case err == nil && stored[i]:
 				r.Stored++
 				progress = true
+				if len(missing) <= maxRelay {
+					n.relay(docs[i])
+				}
 				n.m.documents.WithLabelValues("sync", "stored").Inc()
 			case err == nil:
 				n.m.documents.WithLabelValues("sync", "duplicate").Inc()

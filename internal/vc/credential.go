@@ -342,6 +342,8 @@ var OrganizationTypes = map[string]string{
 	"V5": "universitair medisch centrum",
 	"N6": "huisartsenpost",
 	"G5": "geestelijke gezondheidszorg",
+	// P1 is schakel's own code, outside RoleCodeNL, for a patient portal (PGO): not a care provider.
+	"P1": "patiëntportaal (PGO)",
 }
 
 const (
