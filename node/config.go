@@ -29,6 +29,9 @@ type Config struct {
 	Bootstrap []string
 	// MembershipAddr is where memberlist listens (host:port); empty turns membership off.
 	MembershipAddr string
+	// PolicyFile is the access policy (YAML); empty means the built-in Dutch default
+	// (internal/consent/default.yaml).
+	PolicyFile string
 	// SyncInterval is the mean time between reconciliation rounds; zero means the default.
 	SyncInterval time.Duration
 	// BootstrapTimeout is how long a connected peer has to be admitted through Hello before it is

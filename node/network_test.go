@@ -34,7 +34,7 @@ type netNode struct {
 }
 
 // newNetNode starts a node hosting one organisation that reg admits (unless admit is false).
-func newNetNode(t *testing.T, reg *register.Register, name string, admit bool) *netNode {
+func newNetNode(t testing.TB, reg *register.Register, name string, admit bool) *netNode {
 	t.Helper()
 	n := startNetNode(t, reg, "", name)
 	n.org = hostOrganization(t, n.Node, reg, name, admit)
@@ -42,7 +42,7 @@ func newNetNode(t *testing.T, reg *register.Register, name string, admit bool) *
 }
 
 // startNetNode starts a node on loopback, in memory when dir is empty; it hosts nothing yet.
-func startNetNode(t *testing.T, reg *register.Register, dir, name string, opts ...func(*Config)) *netNode {
+func startNetNode(t testing.TB, reg *register.Register, dir, name string, opts ...func(*Config)) *netNode {
 	t.Helper()
 	ctx := t.Context()
 	cfg := DefaultConfig()
@@ -72,7 +72,7 @@ func startNetNode(t *testing.T, reg *register.Register, dir, name string, opts .
 }
 
 // hostOrganization creates an organisation on n and, when admit is set, has reg admit it.
-func hostOrganization(t *testing.T, n *Node, reg *register.Register, name string, admit bool) string {
+func hostOrganization(t testing.TB, n *Node, reg *register.Register, name string, admit bool) string {
 	t.Helper()
 	ctx := t.Context()
 	resp, err := n.CreateOrganization(ctx, &schakelv1.CreateOrganizationRequest{Name: name})
@@ -94,7 +94,7 @@ func hostOrganization(t *testing.T, n *Node, reg *register.Register, name string
 	return org
 }
 
-func newRegister(t *testing.T) *register.Register {
+func newRegister(t testing.TB) *register.Register {
 	t.Helper()
 	reg, err := register.Init(t.Context(), t.TempDir(), "test register", time.Now().Add(-time.Hour))
 	if err != nil {
@@ -104,7 +104,7 @@ func newRegister(t *testing.T) *register.Register {
 }
 
 // eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
@@ -115,7 +115,7 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-func link(t *testing.T, a, b *netNode) {
+func link(t testing.TB, a, b *netNode) {
 	t.Helper()
 	if err := a.Network().Connect(t.Context(), b.Network().Addrs()[0]); err != nil {
 		t.Fatalf("connect: %v", err)

@@ -20,6 +20,8 @@ import (
 	"github.com/schakel-health/schakel/internal/accesslog"
 	"github.com/schakel-health/schakel/internal/accesslog/witness"
 	"github.com/schakel-health/schakel/internal/api"
+	"github.com/schakel-health/schakel/internal/authz"
+	"github.com/schakel-health/schakel/internal/consent"
 	"github.com/schakel-health/schakel/internal/did"
 	"github.com/schakel-health/schakel/internal/network"
 	"github.com/schakel-health/schakel/internal/network/outbox"
@@ -117,6 +119,11 @@ type Node struct {
 	api        *api.Server
 	orgs       *orgs
 	logs       logs
+
+	consents     *consent.Store
+	policy       *consent.Policy
+	verifier     *authz.Verifier
+	introspector *authz.Introspector
 
 	started time.Time
 	// life bounds the background work of subsystems started after Start (access logs of
@@ -221,6 +228,11 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	n.orgs = &orgs{witnessKey: n.witnessKey, db: n.db, keys: n.keys, dids: n.dids, creds: n.creds, peerID: n.peerID, now: cfg.Now, validity: cfg.CredentialValidity}
+	if err := n.openAccess(); err != nil {
+		n.net.Close()
+		n.db.Close()
+		return nil, err
+	}
 	registerErrors()
 	n.api, err = api.New(api.Config{Registry: registry, Addr: cfg.APIAddr, Token: cfg.APIToken, TLSCert: cfg.APITLSCert, TLSKey: cfg.APITLSKey, ClientCA: cfg.APIClientCA}, n, logger.With("subsystem", "api"))
 	if err != nil {
@@ -242,6 +254,9 @@ func (n *Node) Start(ctx context.Context) error {
 		if err := n.openLog(ctx, h); err != nil {
 			return fmt.Errorf("open access log of %s: %w", h.DID, err)
 		}
+	}
+	if err := n.processPending(ctx); err != nil {
+		return fmt.Errorf("process received messages: %w", err)
 	}
 	if err := n.net.Start(n.life); err != nil {
 		return fmt.Errorf("start network: %w", err)

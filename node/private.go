@@ -103,9 +103,17 @@ func (b *peerBackend) Deliver(ctx context.Context, p peer.ID, req *schakelv1.Del
 	if err != nil {
 		return false, err
 	}
-	return n.inbox.Receive(ctx, m, func(tx *store.Txn, _ *outbox.Message) error {
+	dup, err := n.inbox.Receive(ctx, m, func(tx *store.Txn, _ *outbox.Message) error {
 		return tx.Set(nsMsg, msgKey(m.To, m.ID), raw)
 	})
+	if err == nil && !dup {
+		// Stored and acknowledged; what it asks for is done now, or at the next start should
+		// this fail or the node stop first.
+		if perr := n.processMessage(ctx, rec); perr != nil {
+			n.log.Warn("private message not processed", "id", rec.ID, "kind", rec.Kind, "error", perr)
+		}
+	}
+	return dup, err
 }
 
 // agreementKey returns the hosted organisation's key-agreement key the message was encrypted to:

@@ -23,6 +23,7 @@ type client struct {
 	docs schakelv1connect.DocumentServiceClient
 	cred schakelv1connect.CredentialServiceClient
 	logs schakelv1connect.LogServiceClient
+	acc  schakelv1connect.AccessServiceClient
 }
 
 const defaultNodeURL = "http://127.0.0.1:7631"
@@ -66,6 +67,7 @@ func dial(url string) *client {
 		docs: schakelv1connect.NewDocumentServiceClient(hc, url),
 		cred: schakelv1connect.NewCredentialServiceClient(hc, url),
 		logs: schakelv1connect.NewLogServiceClient(hc, url),
+		acc:  schakelv1connect.NewAccessServiceClient(hc, url),
 	}
 }
 

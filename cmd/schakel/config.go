@@ -34,6 +34,7 @@ type fileConfig struct {
 	AnnounceAddrs      []string `yaml:"announce_addrs"`
 	MembershipAddr     string   `yaml:"membership_addr"`
 	SyncInterval       string   `yaml:"sync_interval"`
+	Policy             string   `yaml:"policy"`
 }
 
 // maxConfigSize bounds the configuration file.
@@ -102,6 +103,7 @@ func loadSettings(flags *pflag.FlagSet) (settings, error) {
 		{"SCHAKEL_LOG_LEVEL", &fc.LogLevel},
 		{"SCHAKEL_MEMBERSHIP_ADDR", &fc.MembershipAddr},
 		{"SCHAKEL_SYNC_INTERVAL", &fc.SyncInterval},
+		{"SCHAKEL_POLICY", &fc.Policy},
 	} {
 		if v, ok := envLookup(e.env); ok {
 			*e.dst = v
@@ -134,6 +136,7 @@ func loadSettings(flags *pflag.FlagSet) (settings, error) {
 		{"api-client-ca", &fc.APIClientCA},
 		{"membership-addr", &fc.MembershipAddr},
 		{"sync-interval", &fc.SyncInterval},
+		{"policy", &fc.Policy},
 	} {
 		if fl := flags.Lookup(f.flag); fl != nil && fl.Changed {
 			*f.dst = fl.Value.String()
@@ -165,6 +168,7 @@ func (s *settings) apply(fc fileConfig) error {
 		s.node.P2PAddr = fc.P2PAddr
 	}
 	s.node.TrustedRegisters = fc.TrustedRegisters
+	s.node.PolicyFile = fc.Policy
 	s.node.Bootstrap, s.node.AnnounceAddrs, s.node.MembershipAddr = fc.Bootstrap, fc.AnnounceAddrs, fc.MembershipAddr
 	if fc.SyncInterval != "" {
 		d, err := time.ParseDuration(fc.SyncInterval)

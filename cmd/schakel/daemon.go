@@ -23,6 +23,7 @@ func addNodeFlags(fs *pflag.FlagSet) {
 	fs.StringSlice("announce-addr", nil, "libp2p address to announce instead of the listen addresses; repeatable (env SCHAKEL_ANNOUNCE_ADDRS)")
 	fs.String("membership-addr", "", "host:port for memberlist membership and failure detection; empty turns it off (env SCHAKEL_MEMBERSHIP_ADDR)")
 	fs.String("sync-interval", "", "mean time between reconciliation rounds with a random peer (env SCHAKEL_SYNC_INTERVAL, default 45s)")
+	fs.String("policy", "", "access policy file (YAML; env SCHAKEL_POLICY; default: the built-in Dutch policy)")
 	fs.StringSlice("trusted-register", nil, "DID of a register trusted to issue organisation credentials; repeatable (env SCHAKEL_TRUSTED_REGISTERS, comma-separated)")
 	fs.String("credential-validity", "", "default validity of credentials issued by hosted organisations, e.g. 8760h (env SCHAKEL_CREDENTIAL_VALIDITY)")
 	fs.String("log-level", "", "debug, info, warn or error (env SCHAKEL_LOG_LEVEL)")

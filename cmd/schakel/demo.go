@@ -67,9 +67,11 @@ type demo struct {
 	nodes map[string]*orgNode // by the key of demoOrgs, also the node's data directory name
 	// witnessKeys are the cosignature keys of the nodes that witnessed the GP practice's log.
 	witnessKeys []string
+	// The access story: the hospital EHR's DPoP key thumbprint, the consent, the token.
+	jkt, consentID, accessToken, tokenID string
 }
 
-const demoSteps = 16
+const demoSteps = 21
 
 // demoBSN is a test BSN that passes the 11-proof.
 const demoBSN = "111222333"
@@ -130,8 +132,13 @@ func (d *demo) play(ctx context.Context) error {
 		{"The GP practice rotates its key: what it signed before still verifies, on every node", d.stepRotate},
 		{"The register revokes the pharmacy's credential: every node's verification and directory refuse it", d.stepRevoke},
 		{"The hospital's node is down while the GP practice publishes; it restarts and catches up", d.stepRestart},
-		{"The hospital reads a patient's medication at the GP practice; the GP's node logs each access", d.stepRecord},
-		{"The patient asks the GP practice who looked at their data (the question is logged too)", d.stepPatientView},
+		{"The patient asks for consent online at the portal; the GP practice processes it and the portal is told", d.stepConsentOnline},
+		{"The hospital's EHR asks for the patient's medication at the GP practice: a token, granted and introspected", d.stepGrant},
+		{"The hospital reads the medication with that token; the GP's node logs each access", d.stepRecord},
+		{"Refused: the GP summary (not consented) and a company doctor (never, whatever the consent)", d.stepRefusals},
+		{"The patient revokes the consent: effective at once", d.stepRevokeConsent},
+		{"The patient asks the GP practice who looked at their data, refusals included (the question is logged too)", d.stepPatientView},
+		{"The two logs reconcile: the hospital holds the GP practice's signed receipt of every decision", d.stepReconcile},
 		{"The hospital's and the portal's nodes witness the GP practice's log and cosign its checkpoint", d.stepWitness},
 		{"An auditor exports every organisation's access log and verifies it offline, cosignatures included", d.stepExport},
 		{"A tampered copy of the log (one entry's data category changed) is caught at that entry", d.stepTamperLog},
@@ -351,7 +358,7 @@ func (d *demo) stepRevoke(ctx context.Context) (string, error) {
 func (d *demo) stepRecord(ctx context.Context) (string, error) {
 	gp, hospital := d.nodes["gp"], d.nodes["hospital"]
 	var b strings.Builder
-	for i, q := range []string{"MedicationStatement?patient=…&status=active", "MedicationDispense?patient=…&_count=20"} {
+	for _, q := range []string{"MedicationStatement?patient=…&status=active", "MedicationDispense?patient=…&_count=20"} {
 		resp, err := call(ctx, gp.c.logs.RecordAccess, &schakelv1.RecordAccessRequest{
 			Organization: gp.org,
 			Requester:    &schakelv1.Requester{Did: hospital.org, Ura: "03456789"},
@@ -360,14 +367,15 @@ func (d *demo) stepRecord(ctx context.Context) (string, error) {
 			Bsn:          demoBSN,
 			DataCategory: "medication",
 			Query:        q,
-			TokenId:      fmt.Sprintf("demo-token-%d", i+1),
+			TokenId:      d.tokenID,
 		})
 		if err != nil {
 			return "", err
 		}
 		fmt.Fprintf(&b, "entry %d (the patient's entry %d): %s\n", resp.GetIndex(), resp.GetPatientSeq(), q)
 	}
-	b.WriteString("the log holds a keyed pseudonym of the BSN, never the BSN itself")
+	b.WriteString("each names the token it was read under; the data went from the GP's FHIR server to the hospital directly,\n")
+	b.WriteString("never through the network; the log holds a keyed pseudonym of the BSN, never the BSN itself")
 	return b.String(), nil
 }
 
@@ -377,25 +385,49 @@ func (d *demo) stepPatientView(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if len(resp.GetEntries()) != 2 {
-		return "", fmt.Errorf("the patient's view lists %d entries, want 2", len(resp.GetEntries()))
-	}
 	var b strings.Builder
+	refused := 0
 	for _, e := range resp.GetEntries() {
 		ent, err := verify.ParseEntry([]byte(e.GetEntry()))
 		if err != nil {
 			return "", err
 		}
-		fmt.Fprintf(&b, "%d. %s: %s read %s (%s) — %s\n", e.GetPatientSeq(), ent.Time[:19], d.name(ent.Requester.DID), ent.DataCategory, ent.Purpose, ent.Outcome)
+		who := ""
+		if ent.Requester != nil {
+			who = d.name(ent.Requester.DID)
+		}
+		var what string
+		switch ent.Event {
+		case verify.EventConsentChange:
+			what = "consent " + ent.Action
+			if who != "" {
+				what += " (via " + who + ")"
+			}
+		case verify.EventAccessDecision:
+			what = fmt.Sprintf("%s asked for %s (%s)", who, ent.DataCategory, ent.Purpose)
+		case verify.EventDataAccess:
+			what = fmt.Sprintf("%s read %s", who, ent.DataCategory)
+		default:
+			what = ent.Event
+		}
+		outcome := ent.Outcome
+		if ent.Outcome == verify.OutcomeRefused {
+			refused++
+			outcome = "unsuccessful: " + ent.Reason
+		}
+		fmt.Fprintf(&b, "%2d. %s %s — %s\n", e.GetPatientSeq(), ent.Time[11:19], what, outcome)
+	}
+	if refused < 3 {
+		return "", fmt.Errorf("the patient's view shows %d refused requests, want at least 3", refused)
 	}
 	again, err := call(ctx, gp.c.logs.GetPatientView, &schakelv1.GetPatientViewRequest{Organization: gp.org, Bsn: demoBSN})
 	if err != nil {
 		return "", err
 	}
-	if len(again.GetEntries()) != 3 {
-		return "", fmt.Errorf("the first view was not logged: %d entries", len(again.GetEntries()))
+	if len(again.GetEntries()) != len(resp.GetEntries())+1 {
+		return "", fmt.Errorf("the first view was not logged: %d entries, then %d", len(resp.GetEntries()), len(again.GetEntries()))
 	}
-	b.WriteString("asking again shows the first question as entry 3: reading the log is logged")
+	fmt.Fprintf(&b, "asking again shows the first question as entry %d: reading the log is logged", len(again.GetEntries()))
 	return b.String(), nil
 }
 

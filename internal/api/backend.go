@@ -39,6 +39,15 @@ type Backend interface {
 	GetPatientView(ctx context.Context, req *schakelv1.GetPatientViewRequest) (*schakelv1.GetPatientViewResponse, error)
 	RecordAccess(ctx context.Context, req *schakelv1.RecordAccessRequest) (*schakelv1.RecordAccessResponse, error)
 
+	RequestToken(ctx context.Context, req *schakelv1.RequestTokenRequest) (*schakelv1.RequestTokenResponse, error)
+	Introspect(ctx context.Context, req *schakelv1.IntrospectRequest) (*schakelv1.IntrospectResponse, error)
+	RecordConsent(ctx context.Context, req *schakelv1.RecordConsentRequest) (*schakelv1.RecordConsentResponse, error)
+	RequestConsent(ctx context.Context, req *schakelv1.RequestConsentRequest) (*schakelv1.RequestConsentResponse, error)
+	ProcessConsent(ctx context.Context, req *schakelv1.ProcessConsentRequest) (*schakelv1.ProcessConsentResponse, error)
+	RevokeConsent(ctx context.Context, req *schakelv1.RevokeConsentRequest) (*schakelv1.RevokeConsentResponse, error)
+	ListConsents(ctx context.Context, req *schakelv1.ListConsentsRequest) (*schakelv1.ListConsentsResponse, error)
+	ListNotices(ctx context.Context, req *schakelv1.ListNoticesRequest) (*schakelv1.ListNoticesResponse, error)
+
 	// JWKS returns the JSON Web Key Set (RFC 7517 §5) of a hosted organisation's current public keys.
 	JWKS(ctx context.Context, did string) ([]byte, error)
 	// Ready reports whether the node can serve (storage open, subsystems started). Its error is shown

@@ -184,3 +184,41 @@ func (f *fakeBackend) GetPatientView(context.Context, *schakelv1.GetPatientViewR
 func (f *fakeBackend) RecordAccess(context.Context, *schakelv1.RecordAccessRequest) (*schakelv1.RecordAccessResponse, error) {
 	return answer[schakelv1.RecordAccessResponse](f)
 }
+
+func (f *fakeBackend) RequestToken(context.Context, *schakelv1.RequestTokenRequest) (*schakelv1.RequestTokenResponse, error) {
+	return answer[schakelv1.RequestTokenResponse](f)
+}
+
+func (f *fakeBackend) Introspect(_ context.Context, req *schakelv1.IntrospectRequest) (*schakelv1.IntrospectResponse, error) {
+	if err := f.called(); err != nil {
+		return nil, err
+	}
+	if req.GetToken() == "good" {
+		return &schakelv1.IntrospectResponse{Json: `{"active":true,"jti":"t1"}`, Active: true}, nil
+	}
+	return &schakelv1.IntrospectResponse{Json: `{"active":false}`}, nil
+}
+
+func (f *fakeBackend) RecordConsent(context.Context, *schakelv1.RecordConsentRequest) (*schakelv1.RecordConsentResponse, error) {
+	return answer[schakelv1.RecordConsentResponse](f)
+}
+
+func (f *fakeBackend) RequestConsent(context.Context, *schakelv1.RequestConsentRequest) (*schakelv1.RequestConsentResponse, error) {
+	return answer[schakelv1.RequestConsentResponse](f)
+}
+
+func (f *fakeBackend) ProcessConsent(context.Context, *schakelv1.ProcessConsentRequest) (*schakelv1.ProcessConsentResponse, error) {
+	return answer[schakelv1.ProcessConsentResponse](f)
+}
+
+func (f *fakeBackend) RevokeConsent(context.Context, *schakelv1.RevokeConsentRequest) (*schakelv1.RevokeConsentResponse, error) {
+	return answer[schakelv1.RevokeConsentResponse](f)
+}
+
+func (f *fakeBackend) ListConsents(context.Context, *schakelv1.ListConsentsRequest) (*schakelv1.ListConsentsResponse, error) {
+	return answer[schakelv1.ListConsentsResponse](f)
+}
+
+func (f *fakeBackend) ListNotices(context.Context, *schakelv1.ListNoticesRequest) (*schakelv1.ListNoticesResponse, error) {
+	return answer[schakelv1.ListNoticesResponse](f)
+}

@@ -23,6 +23,7 @@ var (
 	_ schakelv1connect.DocumentServiceHandler     = (*rpc)(nil)
 	_ schakelv1connect.CredentialServiceHandler   = (*rpc)(nil)
 	_ schakelv1connect.LogServiceHandler          = (*rpc)(nil)
+	_ schakelv1connect.AccessServiceHandler       = (*rpc)(nil)
 )
 
 // handle runs one unary RPC on the backend and maps its error to a status in one place.
@@ -112,4 +113,36 @@ func (h *rpc) GetPatientView(ctx context.Context, req *connect.Request[schakelv1
 
 func (h *rpc) RecordAccess(ctx context.Context, req *connect.Request[schakelv1.RecordAccessRequest]) (*connect.Response[schakelv1.RecordAccessResponse], error) {
 	return handle(ctx, h, req, h.b.RecordAccess)
+}
+
+func (h *rpc) RequestToken(ctx context.Context, req *connect.Request[schakelv1.RequestTokenRequest]) (*connect.Response[schakelv1.RequestTokenResponse], error) {
+	return handle(ctx, h, req, h.b.RequestToken)
+}
+
+func (h *rpc) Introspect(ctx context.Context, req *connect.Request[schakelv1.IntrospectRequest]) (*connect.Response[schakelv1.IntrospectResponse], error) {
+	return handle(ctx, h, req, h.b.Introspect)
+}
+
+func (h *rpc) RecordConsent(ctx context.Context, req *connect.Request[schakelv1.RecordConsentRequest]) (*connect.Response[schakelv1.RecordConsentResponse], error) {
+	return handle(ctx, h, req, h.b.RecordConsent)
+}
+
+func (h *rpc) RequestConsent(ctx context.Context, req *connect.Request[schakelv1.RequestConsentRequest]) (*connect.Response[schakelv1.RequestConsentResponse], error) {
+	return handle(ctx, h, req, h.b.RequestConsent)
+}
+
+func (h *rpc) ProcessConsent(ctx context.Context, req *connect.Request[schakelv1.ProcessConsentRequest]) (*connect.Response[schakelv1.ProcessConsentResponse], error) {
+	return handle(ctx, h, req, h.b.ProcessConsent)
+}
+
+func (h *rpc) RevokeConsent(ctx context.Context, req *connect.Request[schakelv1.RevokeConsentRequest]) (*connect.Response[schakelv1.RevokeConsentResponse], error) {
+	return handle(ctx, h, req, h.b.RevokeConsent)
+}
+
+func (h *rpc) ListConsents(ctx context.Context, req *connect.Request[schakelv1.ListConsentsRequest]) (*connect.Response[schakelv1.ListConsentsResponse], error) {
+	return handle(ctx, h, req, h.b.ListConsents)
+}
+
+func (h *rpc) ListNotices(ctx context.Context, req *connect.Request[schakelv1.ListNoticesRequest]) (*connect.Response[schakelv1.ListNoticesResponse], error) {
+	return handle(ctx, h, req, h.b.ListNotices)
 }

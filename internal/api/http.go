@@ -2,12 +2,16 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"mime"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	schakelv1 "github.com/schakel-health/schakel/proto/schakel/v1"
 )
 
 // readyTimeout bounds one readiness check, so that a stuck subsystem makes /readyz fail rather than
@@ -61,4 +65,44 @@ func (s *Server) jwks(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/jwk-set+json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	_, _ = w.Write(set)
+}
+
+// maxIntrospectionBody bounds the form of an introspection request: a token and a hint.
+const maxIntrospectionBody = 8 << 10
+
+// introspect serves RFC 7662 token introspection for the custodian's resource server: a
+// form-encoded POST with the token, authenticated like every other API call; the answer is the
+// RFC 7662 JSON body, {"active":false} for any token that is not in force.
+func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/x-www-form-urlencoded" {
+		writeOAuthError(w, http.StatusBadRequest, "invalid_request", "the body must be application/x-www-form-urlencoded")
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxIntrospectionBody)
+	if err := r.ParseForm(); err != nil {
+		writeOAuthError(w, http.StatusBadRequest, "invalid_request", "the form could not be read")
+		return
+	}
+	token := r.PostForm.Get("token")
+	if token == "" || len(r.PostForm["token"]) != 1 {
+		writeOAuthError(w, http.StatusBadRequest, "invalid_request", "exactly one token parameter is required")
+		return
+	}
+	resp, err := s.backend.Introspect(r.Context(), &schakelv1.IntrospectRequest{Token: token})
+	if err != nil {
+		writeHTTPError(w, r, s.log, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write([]byte(resp.GetJson()))
+}
+
+// writeOAuthError writes an OAuth 2.0 error response (RFC 6749 §5.2).
+func writeOAuthError(w http.ResponseWriter, status int, code, description string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	b, _ := json.Marshal(map[string]string{"error": code, "error_description": description})
+	_, _ = w.Write(b)
 }

@@ -236,6 +236,7 @@ func (s *Server) routes(m *metrics) http.Handler {
 		func() (string, http.Handler) { return schakelv1connect.NewDocumentServiceHandler(h, opts) },
 		func() (string, http.Handler) { return schakelv1connect.NewCredentialServiceHandler(h, opts) },
 		func() (string, http.Handler) { return schakelv1connect.NewLogServiceHandler(h, opts) },
+		func() (string, http.Handler) { return schakelv1connect.NewAccessServiceHandler(h, opts) },
 	}
 	reflector := grpcreflect.NewStaticReflector(Services()...)
 	rpcRoutes = append(rpcRoutes,
@@ -265,6 +266,7 @@ func (s *Server) routes(m *metrics) http.Handler {
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", plain(s.metricsHandler()))
 	mux.Handle("GET /orgs/{did}/jwks.json", plain(s.jwks))
+	mux.Handle("POST /oauth2/introspect", plain(s.introspect))
 	return mux
 }
 
@@ -276,6 +278,7 @@ func Services() []string {
 		schakelv1connect.DocumentServiceName,
 		schakelv1connect.CredentialServiceName,
 		schakelv1connect.LogServiceName,
+		schakelv1connect.AccessServiceName,
 	}
 }
 

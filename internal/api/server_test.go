@@ -558,3 +558,48 @@ func TestCloseBeforeStart(t *testing.T) {
 		t.Errorf("Addr after Close without Start = %v, want nil", s.Addr())
 	}
 }
+
+func TestIntrospectEndpoint(t *testing.T) {
+	const token = "api-token"
+	_, base := startServer(t, Config{Token: token}, &fakeBackend{})
+	form := "application/x-www-form-urlencoded"
+	tests := []struct {
+		name, ct, body, auth string
+		status               int
+		want                 string
+	}{
+		{name: "active", ct: form, body: "token=good&token_type_hint=access_token", auth: token, status: 200, want: `{"active":true,"jti":"t1"}`},
+		{name: "inactive", ct: form, body: "token=other", auth: token, status: 200, want: `{"active":false}`},
+		{name: "no API token", ct: form, body: "token=good", status: 401},
+		{name: "JSON body", ct: "application/json", body: `{"token":"good"}`, auth: token, status: 400, want: `"error":"invalid_request"`},
+		{name: "no token parameter", ct: form, body: "hint=x", auth: token, status: 400, want: `"error":"invalid_request"`},
+		{name: "two tokens", ct: form, body: "token=good&token=other", auth: token, status: 400, want: `"error":"invalid_request"`},
+		{name: "oversized", ct: form, body: "token=" + strings.Repeat("a", 9<<10), auth: token, status: 400, want: `"error":"invalid_request"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest("POST", base+"/oauth2/introspect", strings.NewReader(tt.body))
+			req.Header.Set("Content-Type", tt.ct)
+			if tt.auth != "" {
+				req.Header.Set("Authorization", "Bearer "+tt.auth)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d (%s)", resp.StatusCode, tt.status, b)
+			}
+			if !strings.Contains(string(b), tt.want) {
+				t.Errorf("body %s, want it to contain %s", b, tt.want)
+			}
+		})
+	}
+	// GET is not introspection.
+	status, _, _ := get(t, base+"/oauth2/introspect", token)
+	if status != http.StatusMethodNotAllowed {
+		t.Errorf("GET /oauth2/introspect: %d, want 405", status)
+	}
+}

@@ -19,6 +19,7 @@ type metrics struct {
 	syncRounds     *prometheus.CounterVec
 	syncBytes      *prometheus.CounterVec
 	delivered      prometheus.Counter
+	tokenRequests  prometheus.Counter
 }
 
 func newMetrics(n *Network) *metrics {
@@ -45,14 +46,15 @@ func newMetrics(n *Network) *metrics {
 			[]string{"result"}),
 		syncBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "schakel_sync_bytes_total", Help: "Bytes of reconciliation and fetched documents, by direction."},
 			[]string{"direction"}),
-		delivered: prometheus.NewCounter(prometheus.CounterOpts{Name: "schakel_private_messages_received_total", Help: "Private messages delivered to this node."}),
+		delivered:     prometheus.NewCounter(prometheus.CounterOpts{Name: "schakel_private_messages_received_total", Help: "Private messages delivered to this node."}),
+		tokenRequests: prometheus.NewCounter(prometheus.CounterOpts{Name: "schakel_peer_token_requests_total", Help: "Token requests peers carried to this node."}),
 	}
 }
 
 func (m *metrics) register(r prometheus.Registerer) error {
 	var errs []error
 	for _, c := range []prometheus.Collector{m.peers, m.admitted, m.held, m.peersRefused, m.streamsRefused, m.membersRefused,
-		m.documents, m.gossip, m.syncRounds, m.syncBytes, m.delivered} {
+		m.documents, m.gossip, m.syncRounds, m.syncBytes, m.delivered, m.tokenRequests} {
 		errs = append(errs, r.Register(c))
 	}
 	return errors.Join(errs...)

@@ -42,6 +42,9 @@ type Backend interface {
 	Admitted(ctx context.Context, p peer.ID) (org string, ok bool)
 	// Introduction returns the documents this node presents in Hello, in dependency order.
 	Introduction(ctx context.Context) ([][]byte, error)
+	// RequestToken decides a token request that peer p carried to this node (refusals are
+	// answers; an error is a failure of this node).
+	RequestToken(ctx context.Context, p peer.ID, req *schakelv1.PeerTokenRequest) (*schakelv1.PeerTokenResponse, error)
 	// Deliver processes a private message that peer p delivered.
 	Deliver(ctx context.Context, p peer.ID, m *schakelv1.DeliverRequest) (duplicate bool, err error)
 	// LogProof returns the checkpoint of a hosted log at newSize and a consistency proof to it
@@ -59,6 +62,8 @@ var (
 	ErrStale = errors.New("superseded")
 	// ErrNotAdmitted is returned to and about peers that are not admitted.
 	ErrNotAdmitted = errors.New("peer not admitted")
+	// ErrUnreachable: no connected, admitted node hosts the organisation, or the call failed.
+	ErrUnreachable = errors.New("custodian unreachable")
 )
 
 // Protocol ids of the peer RPC: the bootstrap protocol serves only Hello, to anyone connected;

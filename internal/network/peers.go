@@ -95,11 +95,24 @@ func (n *Network) AdmittedPeers() []peer.ID {
 }
 
 // PeerOf returns a connected, admitted peer hosting org.
+//
+// A node may host many organisations (an EHR vendor's): the peer is found by the organisation it
+// was admitted for, or else by the DID documents that bind organisations to its peer id.
 func (n *Network) PeerOf(ctx context.Context, org string) (peer.ID, bool) {
 	n.mu.Lock()
-	defer n.mu.Unlock()
+	var candidates []peer.ID
 	for id, s := range n.peers {
-		if s.admitted && s.connected && s.org == org {
+		if s.admitted && s.connected {
+			if s.org == org {
+				n.mu.Unlock()
+				return id, true
+			}
+			candidates = append(candidates, id)
+		}
+	}
+	n.mu.Unlock()
+	for _, id := range candidates {
+		if orgs, err := n.cat.PeerOrganizations(ctx, id); err == nil && slices.Contains(orgs, org) {
 			return id, true
 		}
 	}

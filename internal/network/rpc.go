@@ -282,6 +282,36 @@ func (h *peerHandler) GetLogProof(ctx context.Context, req *connect.Request[scha
 	return connect.NewResponse(&schakelv1.GetLogProofResponse{Checkpoint: ckpt, Proof: proof}), nil
 }
 
+func (h *peerHandler) RequestToken(ctx context.Context, req *connect.Request[schakelv1.PeerTokenRequest]) (*connect.Response[schakelv1.PeerTokenResponse], error) {
+	if len(req.Msg.GetAssertion()) > maxAssertionSize {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("assertion of %d bytes exceeds %d", len(req.Msg.GetAssertion()), maxAssertionSize))
+	}
+	resp, err := h.n.backend.RequestToken(ctx, caller(ctx), req.Msg)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	h.n.m.tokenRequests.Inc()
+	return connect.NewResponse(resp), nil
+}
+
+// maxAssertionSize bounds a token request's encrypted assertion.
+const maxAssertionSize = 16 << 10
+
+// RequestToken sends a token request to the node hosting the custodian organisation.
+func (n *Network) RequestToken(ctx context.Context, custodian string, req *schakelv1.PeerTokenRequest) (*schakelv1.PeerTokenResponse, error) {
+	p, ok := n.PeerOf(ctx, custodian)
+	if !ok {
+		return nil, fmt.Errorf("%w: no connected node hosts %s", ErrUnreachable, custodian)
+	}
+	ctx, cancel := context.WithTimeout(ctx, rpcCallTimeout)
+	defer cancel()
+	resp, err := n.peerClient(p).RequestToken(ctx, connect.NewRequest(req))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
+	}
+	return resp.Msg, nil
+}
+
 // Deliver sends a private message to the node hosting its recipient, which must be connected and
 // admitted; the caller (the outbox) retries later otherwise.
 func (n *Network) Deliver(ctx context.Context, m *schakelv1.DeliverRequest) (duplicate bool, err error) {

@@ -27,6 +27,143 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type PeerTokenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Assertion     []byte                 `protobuf:"bytes,1,opt,name=assertion,proto3" json:"assertion,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerTokenRequest) Reset() {
+	*x = PeerTokenRequest{}
+	mi := &file_schakel_v1_peer_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerTokenRequest) ProtoMessage() {}
+
+func (x *PeerTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_schakel_v1_peer_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerTokenRequest.ProtoReflect.Descriptor instead.
+func (*PeerTokenRequest) Descriptor() ([]byte, []int) {
+	return file_schakel_v1_peer_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *PeerTokenRequest) GetAssertion() []byte {
+	if x != nil {
+		return x.Assertion
+	}
+	return nil
+}
+
+type PeerTokenResponse struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	AccessToken      string                 `protobuf:"bytes,1,opt,name=access_token,json=accessToken,proto3" json:"access_token,omitempty"`
+	ExpiresIn        int64                  `protobuf:"varint,2,opt,name=expires_in,json=expiresIn,proto3" json:"expires_in,omitempty"`
+	Scope            string                 `protobuf:"bytes,3,opt,name=scope,proto3" json:"scope,omitempty"`
+	Error            string                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	ErrorDescription string                 `protobuf:"bytes,5,opt,name=error_description,json=errorDescription,proto3" json:"error_description,omitempty"`
+	Reason           string                 `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	// receipt: the custodian's signed receipt of the logged decision (compact JWS).
+	Receipt       string `protobuf:"bytes,7,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerTokenResponse) Reset() {
+	*x = PeerTokenResponse{}
+	mi := &file_schakel_v1_peer_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerTokenResponse) ProtoMessage() {}
+
+func (x *PeerTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_schakel_v1_peer_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerTokenResponse.ProtoReflect.Descriptor instead.
+func (*PeerTokenResponse) Descriptor() ([]byte, []int) {
+	return file_schakel_v1_peer_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PeerTokenResponse) GetAccessToken() string {
+	if x != nil {
+		return x.AccessToken
+	}
+	return ""
+}
+
+func (x *PeerTokenResponse) GetExpiresIn() int64 {
+	if x != nil {
+		return x.ExpiresIn
+	}
+	return 0
+}
+
+func (x *PeerTokenResponse) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *PeerTokenResponse) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *PeerTokenResponse) GetErrorDescription() string {
+	if x != nil {
+		return x.ErrorDescription
+	}
+	return ""
+}
+
+func (x *PeerTokenResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *PeerTokenResponse) GetReceipt() string {
+	if x != nil {
+		return x.Receipt
+	}
+	return ""
+}
+
 type HelloRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// documents: compact JWS key events, DID documents and credentials, in dependency order.
@@ -39,7 +176,7 @@ type HelloRequest struct {
 
 func (x *HelloRequest) Reset() {
 	*x = HelloRequest{}
-	mi := &file_schakel_v1_peer_proto_msgTypes[0]
+	mi := &file_schakel_v1_peer_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -51,7 +188,7 @@ func (x *HelloRequest) String() string {
 func (*HelloRequest) ProtoMessage() {}
 
 func (x *HelloRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_peer_proto_msgTypes[0]
+	mi := &file_schakel_v1_peer_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -64,7 +201,7 @@ func (x *HelloRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HelloRequest.ProtoReflect.Descriptor instead.
 func (*HelloRequest) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_peer_proto_rawDescGZIP(), []int{0}
+	return file_schakel_v1_peer_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *HelloRequest) GetDocuments() [][]byte {
@@ -91,7 +228,7 @@ type HelloResponse struct {
 
 func (x *HelloResponse) Reset() {
 	*x = HelloResponse{}
-	mi := &file_schakel_v1_peer_proto_msgTypes[1]
+	mi := &file_schakel_v1_peer_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -103,7 +240,7 @@ func (x *HelloResponse) String() string {
 func (*HelloResponse) ProtoMessage() {}
 
 func (x *HelloResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_peer_proto_msgTypes[1]
+	mi := &file_schakel_v1_peer_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -116,7 +253,7 @@ func (x *HelloResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HelloResponse.ProtoReflect.Descriptor instead.
 func (*HelloResponse) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_peer_proto_rawDescGZIP(), []int{1}
+	return file_schakel_v1_peer_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *HelloResponse) GetDocuments() [][]byte {
@@ -143,7 +280,7 @@ type ReconcileRequest struct {
 
 func (x *ReconcileRequest) Reset() {
 	*x = ReconcileRequest{}
-	mi := &file_schakel_v1_peer_proto_msgTypes[2]
+	mi := &file_schakel_v1_peer_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -155,7 +292,7 @@ func (x *ReconcileRequest) String() string {
 func (*ReconcileRequest) ProtoMessage() {}
 
 func (x *ReconcileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_peer_proto_msgTypes[2]
+	mi := &file_schakel_v1_peer_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -168,7 +305,7 @@ func (x *ReconcileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReconcileRequest.ProtoReflect.Descriptor instead.
 func (*ReconcileRequest) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_peer_proto_rawDescGZIP(), []int{2}
+	return file_schakel_v1_peer_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ReconcileRequest) GetMessage() []byte {
@@ -187,7 +324,7 @@ type ReconcileResponse struct {
 
 func (x *ReconcileResponse) Reset() {
 	*x = ReconcileResponse{}
-	mi := &file_schakel_v1_peer_proto_msgTypes[3]
+	mi := &file_schakel_v1_peer_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -199,7 +336,7 @@ func (x *ReconcileResponse) String() string {
 func (*ReconcileResponse) ProtoMessage() {}
 
 func (x *ReconcileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_peer_proto_msgTypes[3]
+	mi := &file_schakel_v1_peer_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -212,7 +349,7 @@ func (x *ReconcileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReconcileResponse.ProtoReflect.Descriptor instead.
 func (*ReconcileResponse) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_peer_proto_rawDescGZIP(), []int{3}
+	return file_schakel_v1_peer_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ReconcileResponse) GetMessage() []byte {
@@ -232,7 +369,7 @@ type FetchDocumentsRequest struct {
 
 func (x *FetchDocumentsRequest) Reset() {
 	*x = FetchDocumentsRequest{}
-	mi := &file_schakel_v1_peer_proto_msgTypes[4]
+	mi := &file_schakel_v1_peer_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -244,7 +381,7 @@ func (x *FetchDocumentsRequest) String() string {
 func (*FetchDocumentsRequest) ProtoMessage() {}
 
 func (x *FetchDocumentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_peer_proto_msgTypes[4]
+	mi := &file_schakel_v1_peer_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -257,7 +394,7 @@ func (x *FetchDocumentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchDocumentsRequest.ProtoReflect.Descriptor instead.
 func (*FetchDocumentsRequest) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_peer_proto_rawDescGZIP(), []int{4}
+	return file_schakel_v1_peer_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *FetchDocumentsRequest) GetIds() [][]byte {
@@ -277,7 +414,7 @@ type FetchDocumentsResponse struct {
 
 func (x *FetchDocumentsResponse) Reset() {
 	*x = FetchDocumentsResponse{}
-	mi := &file_schakel_v1_peer_proto_msgTypes[5]
+	mi := &file_schakel_v1_peer_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -289,7 +426,7 @@ func (x *FetchDocumentsResponse) String() string {
 func (*FetchDocumentsResponse) ProtoMessage() {}
 
 func (x *FetchDocumentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_peer_proto_msgTypes[5]
+	mi := &file_schakel_v1_peer_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -302,7 +439,7 @@ func (x *FetchDocumentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchDocumentsResponse.ProtoReflect.Descriptor instead.
 func (*FetchDocumentsResponse) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_peer_proto_rawDescGZIP(), []int{5}
+	return file_schakel_v1_peer_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *FetchDocumentsResponse) GetDocuments() [][]byte {
@@ -327,7 +464,7 @@ type DeliverRequest struct {
 
 func (x *DeliverRequest) Reset() {
 	*x = DeliverRequest{}
-	mi := &file_schakel_v1_peer_proto_msgTypes[6]
+	mi := &file_schakel_v1_peer_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -339,7 +476,7 @@ func (x *DeliverRequest) String() string {
 func (*DeliverRequest) ProtoMessage() {}
 
 func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_peer_proto_msgTypes[6]
+	mi := &file_schakel_v1_peer_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -352,7 +489,7 @@ func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverRequest.ProtoReflect.Descriptor instead.
 func (*DeliverRequest) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_peer_proto_rawDescGZIP(), []int{6}
+	return file_schakel_v1_peer_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DeliverRequest) GetId() string {
@@ -400,7 +537,7 @@ type DeliverResponse struct {
 
 func (x *DeliverResponse) Reset() {
 	*x = DeliverResponse{}
-	mi := &file_schakel_v1_peer_proto_msgTypes[7]
+	mi := &file_schakel_v1_peer_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -412,7 +549,7 @@ func (x *DeliverResponse) String() string {
 func (*DeliverResponse) ProtoMessage() {}
 
 func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_peer_proto_msgTypes[7]
+	mi := &file_schakel_v1_peer_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -425,7 +562,7 @@ func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverResponse.ProtoReflect.Descriptor instead.
 func (*DeliverResponse) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_peer_proto_rawDescGZIP(), []int{7}
+	return file_schakel_v1_peer_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeliverResponse) GetDuplicate() bool {
@@ -448,7 +585,7 @@ type GetLogProofRequest struct {
 
 func (x *GetLogProofRequest) Reset() {
 	*x = GetLogProofRequest{}
-	mi := &file_schakel_v1_peer_proto_msgTypes[8]
+	mi := &file_schakel_v1_peer_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -460,7 +597,7 @@ func (x *GetLogProofRequest) String() string {
 func (*GetLogProofRequest) ProtoMessage() {}
 
 func (x *GetLogProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_peer_proto_msgTypes[8]
+	mi := &file_schakel_v1_peer_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -473,7 +610,7 @@ func (x *GetLogProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLogProofRequest.ProtoReflect.Descriptor instead.
 func (*GetLogProofRequest) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_peer_proto_rawDescGZIP(), []int{8}
+	return file_schakel_v1_peer_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetLogProofRequest) GetOrigin() string {
@@ -509,7 +646,7 @@ type GetLogProofResponse struct {
 
 func (x *GetLogProofResponse) Reset() {
 	*x = GetLogProofResponse{}
-	mi := &file_schakel_v1_peer_proto_msgTypes[9]
+	mi := &file_schakel_v1_peer_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -521,7 +658,7 @@ func (x *GetLogProofResponse) String() string {
 func (*GetLogProofResponse) ProtoMessage() {}
 
 func (x *GetLogProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_schakel_v1_peer_proto_msgTypes[9]
+	mi := &file_schakel_v1_peer_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -534,7 +671,7 @@ func (x *GetLogProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLogProofResponse.ProtoReflect.Descriptor instead.
 func (*GetLogProofResponse) Descriptor() ([]byte, []int) {
-	return file_schakel_v1_peer_proto_rawDescGZIP(), []int{9}
+	return file_schakel_v1_peer_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetLogProofResponse) GetCheckpoint() []byte {
@@ -556,7 +693,18 @@ var File_schakel_v1_peer_proto protoreflect.FileDescriptor
 const file_schakel_v1_peer_proto_rawDesc = "" +
 	"\n" +
 	"\x15schakel/v1/peer.proto\x12\n" +
-	"schakel.v1\"U\n" +
+	"schakel.v1\"0\n" +
+	"\x10PeerTokenRequest\x12\x1c\n" +
+	"\tassertion\x18\x01 \x01(\fR\tassertion\"\xe0\x01\n" +
+	"\x11PeerTokenResponse\x12!\n" +
+	"\faccess_token\x18\x01 \x01(\tR\vaccessToken\x12\x1d\n" +
+	"\n" +
+	"expires_in\x18\x02 \x01(\x03R\texpiresIn\x12\x14\n" +
+	"\x05scope\x18\x03 \x01(\tR\x05scope\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\x12+\n" +
+	"\x11error_description\x18\x05 \x01(\tR\x10errorDescription\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x18\n" +
+	"\areceipt\x18\a \x01(\tR\areceipt\"U\n" +
 	"\fHelloRequest\x12\x1c\n" +
 	"\tdocuments\x18\x01 \x03(\fR\tdocuments\x12'\n" +
 	"\x0fmembership_addr\x18\x02 \x01(\tR\x0emembershipAddr\"V\n" +
@@ -587,13 +735,14 @@ const file_schakel_v1_peer_proto_rawDesc = "" +
 	"\n" +
 	"checkpoint\x18\x01 \x01(\fR\n" +
 	"checkpoint\x12\x14\n" +
-	"\x05proof\x18\x02 \x03(\fR\x05proof2\x91\x03\n" +
+	"\x05proof\x18\x02 \x03(\fR\x05proof2\xde\x03\n" +
 	"\vPeerService\x12<\n" +
 	"\x05Hello\x12\x18.schakel.v1.HelloRequest\x1a\x19.schakel.v1.HelloResponse\x12M\n" +
 	"\tReconcile\x12\x1c.schakel.v1.ReconcileRequest\x1a\x1d.schakel.v1.ReconcileResponse\"\x03\x90\x02\x01\x12\\\n" +
 	"\x0eFetchDocuments\x12!.schakel.v1.FetchDocumentsRequest\x1a\".schakel.v1.FetchDocumentsResponse\"\x03\x90\x02\x01\x12B\n" +
 	"\aDeliver\x12\x1a.schakel.v1.DeliverRequest\x1a\x1b.schakel.v1.DeliverResponse\x12S\n" +
-	"\vGetLogProof\x12\x1e.schakel.v1.GetLogProofRequest\x1a\x1f.schakel.v1.GetLogProofResponse\"\x03\x90\x02\x01B>Z<github.com/schakel-health/schakel/proto/schakel/v1;schakelv1b\x06proto3"
+	"\vGetLogProof\x12\x1e.schakel.v1.GetLogProofRequest\x1a\x1f.schakel.v1.GetLogProofResponse\"\x03\x90\x02\x01\x12K\n" +
+	"\fRequestToken\x12\x1c.schakel.v1.PeerTokenRequest\x1a\x1d.schakel.v1.PeerTokenResponseB>Z<github.com/schakel-health/schakel/proto/schakel/v1;schakelv1b\x06proto3"
 
 var (
 	file_schakel_v1_peer_proto_rawDescOnce sync.Once
@@ -607,35 +756,39 @@ func file_schakel_v1_peer_proto_rawDescGZIP() []byte {
 	return file_schakel_v1_peer_proto_rawDescData
 }
 
-var file_schakel_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_schakel_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_schakel_v1_peer_proto_goTypes = []any{
-	(*HelloRequest)(nil),           // 0: schakel.v1.HelloRequest
-	(*HelloResponse)(nil),          // 1: schakel.v1.HelloResponse
-	(*ReconcileRequest)(nil),       // 2: schakel.v1.ReconcileRequest
-	(*ReconcileResponse)(nil),      // 3: schakel.v1.ReconcileResponse
-	(*FetchDocumentsRequest)(nil),  // 4: schakel.v1.FetchDocumentsRequest
-	(*FetchDocumentsResponse)(nil), // 5: schakel.v1.FetchDocumentsResponse
-	(*DeliverRequest)(nil),         // 6: schakel.v1.DeliverRequest
-	(*DeliverResponse)(nil),        // 7: schakel.v1.DeliverResponse
-	(*GetLogProofRequest)(nil),     // 8: schakel.v1.GetLogProofRequest
-	(*GetLogProofResponse)(nil),    // 9: schakel.v1.GetLogProofResponse
+	(*PeerTokenRequest)(nil),       // 0: schakel.v1.PeerTokenRequest
+	(*PeerTokenResponse)(nil),      // 1: schakel.v1.PeerTokenResponse
+	(*HelloRequest)(nil),           // 2: schakel.v1.HelloRequest
+	(*HelloResponse)(nil),          // 3: schakel.v1.HelloResponse
+	(*ReconcileRequest)(nil),       // 4: schakel.v1.ReconcileRequest
+	(*ReconcileResponse)(nil),      // 5: schakel.v1.ReconcileResponse
+	(*FetchDocumentsRequest)(nil),  // 6: schakel.v1.FetchDocumentsRequest
+	(*FetchDocumentsResponse)(nil), // 7: schakel.v1.FetchDocumentsResponse
+	(*DeliverRequest)(nil),         // 8: schakel.v1.DeliverRequest
+	(*DeliverResponse)(nil),        // 9: schakel.v1.DeliverResponse
+	(*GetLogProofRequest)(nil),     // 10: schakel.v1.GetLogProofRequest
+	(*GetLogProofResponse)(nil),    // 11: schakel.v1.GetLogProofResponse
 }
 var file_schakel_v1_peer_proto_depIdxs = []int32{
-	0, // 0: schakel.v1.PeerService.Hello:input_type -> schakel.v1.HelloRequest
-	2, // 1: schakel.v1.PeerService.Reconcile:input_type -> schakel.v1.ReconcileRequest
-	4, // 2: schakel.v1.PeerService.FetchDocuments:input_type -> schakel.v1.FetchDocumentsRequest
-	6, // 3: schakel.v1.PeerService.Deliver:input_type -> schakel.v1.DeliverRequest
-	8, // 4: schakel.v1.PeerService.GetLogProof:input_type -> schakel.v1.GetLogProofRequest
-	1, // 5: schakel.v1.PeerService.Hello:output_type -> schakel.v1.HelloResponse
-	3, // 6: schakel.v1.PeerService.Reconcile:output_type -> schakel.v1.ReconcileResponse
-	5, // 7: schakel.v1.PeerService.FetchDocuments:output_type -> schakel.v1.FetchDocumentsResponse
-	7, // 8: schakel.v1.PeerService.Deliver:output_type -> schakel.v1.DeliverResponse
-	9, // 9: schakel.v1.PeerService.GetLogProof:output_type -> schakel.v1.GetLogProofResponse
-	5, // [5:10] is the sub-list for method output_type
-	0, // [0:5] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	2,  // 0: schakel.v1.PeerService.Hello:input_type -> schakel.v1.HelloRequest
+	4,  // 1: schakel.v1.PeerService.Reconcile:input_type -> schakel.v1.ReconcileRequest
+	6,  // 2: schakel.v1.PeerService.FetchDocuments:input_type -> schakel.v1.FetchDocumentsRequest
+	8,  // 3: schakel.v1.PeerService.Deliver:input_type -> schakel.v1.DeliverRequest
+	10, // 4: schakel.v1.PeerService.GetLogProof:input_type -> schakel.v1.GetLogProofRequest
+	0,  // 5: schakel.v1.PeerService.RequestToken:input_type -> schakel.v1.PeerTokenRequest
+	3,  // 6: schakel.v1.PeerService.Hello:output_type -> schakel.v1.HelloResponse
+	5,  // 7: schakel.v1.PeerService.Reconcile:output_type -> schakel.v1.ReconcileResponse
+	7,  // 8: schakel.v1.PeerService.FetchDocuments:output_type -> schakel.v1.FetchDocumentsResponse
+	9,  // 9: schakel.v1.PeerService.Deliver:output_type -> schakel.v1.DeliverResponse
+	11, // 10: schakel.v1.PeerService.GetLogProof:output_type -> schakel.v1.GetLogProofResponse
+	1,  // 11: schakel.v1.PeerService.RequestToken:output_type -> schakel.v1.PeerTokenResponse
+	6,  // [6:12] is the sub-list for method output_type
+	0,  // [0:6] is the sub-list for method input_type
+	0,  // [0:0] is the sub-list for extension type_name
+	0,  // [0:0] is the sub-list for extension extendee
+	0,  // [0:0] is the sub-list for field type_name
 }
 
 func init() { file_schakel_v1_peer_proto_init() }
@@ -649,7 +802,7 @@ func file_schakel_v1_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_schakel_v1_peer_proto_rawDesc), len(file_schakel_v1_peer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

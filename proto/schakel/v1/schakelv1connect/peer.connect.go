@@ -50,6 +50,9 @@ const (
 	PeerServiceDeliverProcedure = "/schakel.v1.PeerService/Deliver"
 	// PeerServiceGetLogProofProcedure is the fully-qualified name of the PeerService's GetLogProof RPC.
 	PeerServiceGetLogProofProcedure = "/schakel.v1.PeerService/GetLogProof"
+	// PeerServiceRequestTokenProcedure is the fully-qualified name of the PeerService's RequestToken
+	// RPC.
+	PeerServiceRequestTokenProcedure = "/schakel.v1.PeerService/RequestToken"
 )
 
 // PeerServiceClient is a client for the schakel.v1.PeerService service.
@@ -66,6 +69,10 @@ type PeerServiceClient interface {
 	// GetLogProof returns the signed checkpoint of a hosted organisation's access log at new_size
 	// and a consistency proof from old_size to it, for witnesses.
 	GetLogProof(context.Context, *connect.Request[v1.GetLogProofRequest]) (*connect.Response[v1.GetLogProofResponse], error)
+	// RequestToken carries a token request to the custodian's node: an RFC 7523 assertion signed by
+	// the requesting organisation and encrypted to the custodian (JWE). The caller's peer id must be
+	// bound to the assertion's issuer. Refusals are answers, not errors.
+	RequestToken(context.Context, *connect.Request[v1.PeerTokenRequest]) (*connect.Response[v1.PeerTokenResponse], error)
 }
 
 // NewPeerServiceClient constructs a client for the schakel.v1.PeerService service. By default, it
@@ -112,6 +119,12 @@ func NewPeerServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		requestToken: connect.NewClient[v1.PeerTokenRequest, v1.PeerTokenResponse](
+			httpClient,
+			baseURL+PeerServiceRequestTokenProcedure,
+			connect.WithSchema(peerServiceMethods.ByName("RequestToken")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -122,6 +135,7 @@ type peerServiceClient struct {
 	fetchDocuments *connect.Client[v1.FetchDocumentsRequest, v1.FetchDocumentsResponse]
 	deliver        *connect.Client[v1.DeliverRequest, v1.DeliverResponse]
 	getLogProof    *connect.Client[v1.GetLogProofRequest, v1.GetLogProofResponse]
+	requestToken   *connect.Client[v1.PeerTokenRequest, v1.PeerTokenResponse]
 }
 
 // Hello calls schakel.v1.PeerService.Hello.
@@ -149,6 +163,11 @@ func (c *peerServiceClient) GetLogProof(ctx context.Context, req *connect.Reques
 	return c.getLogProof.CallUnary(ctx, req)
 }
 
+// RequestToken calls schakel.v1.PeerService.RequestToken.
+func (c *peerServiceClient) RequestToken(ctx context.Context, req *connect.Request[v1.PeerTokenRequest]) (*connect.Response[v1.PeerTokenResponse], error) {
+	return c.requestToken.CallUnary(ctx, req)
+}
+
 // PeerServiceHandler is an implementation of the schakel.v1.PeerService service.
 type PeerServiceHandler interface {
 	// Hello exchanges the documents that admit each side: the key events, DID documents,
@@ -163,6 +182,10 @@ type PeerServiceHandler interface {
 	// GetLogProof returns the signed checkpoint of a hosted organisation's access log at new_size
 	// and a consistency proof from old_size to it, for witnesses.
 	GetLogProof(context.Context, *connect.Request[v1.GetLogProofRequest]) (*connect.Response[v1.GetLogProofResponse], error)
+	// RequestToken carries a token request to the custodian's node: an RFC 7523 assertion signed by
+	// the requesting organisation and encrypted to the custodian (JWE). The caller's peer id must be
+	// bound to the assertion's issuer. Refusals are answers, not errors.
+	RequestToken(context.Context, *connect.Request[v1.PeerTokenRequest]) (*connect.Response[v1.PeerTokenResponse], error)
 }
 
 // NewPeerServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -205,6 +228,12 @@ func NewPeerServiceHandler(svc PeerServiceHandler, opts ...connect.HandlerOption
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	peerServiceRequestTokenHandler := connect.NewUnaryHandler(
+		PeerServiceRequestTokenProcedure,
+		svc.RequestToken,
+		connect.WithSchema(peerServiceMethods.ByName("RequestToken")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/schakel.v1.PeerService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case PeerServiceHelloProcedure:
@@ -217,6 +246,8 @@ func NewPeerServiceHandler(svc PeerServiceHandler, opts ...connect.HandlerOption
 			peerServiceDeliverHandler.ServeHTTP(w, r)
 		case PeerServiceGetLogProofProcedure:
 			peerServiceGetLogProofHandler.ServeHTTP(w, r)
+		case PeerServiceRequestTokenProcedure:
+			peerServiceRequestTokenHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -244,4 +275,8 @@ func (UnimplementedPeerServiceHandler) Deliver(context.Context, *connect.Request
 
 func (UnimplementedPeerServiceHandler) GetLogProof(context.Context, *connect.Request[v1.GetLogProofRequest]) (*connect.Response[v1.GetLogProofResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("schakel.v1.PeerService.GetLogProof is not implemented"))
+}
+
+func (UnimplementedPeerServiceHandler) RequestToken(context.Context, *connect.Request[v1.PeerTokenRequest]) (*connect.Response[v1.PeerTokenResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("schakel.v1.PeerService.RequestToken is not implemented"))
 }
