@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -168,7 +169,7 @@ func (n *Node) decideToken(ctx context.Context, p peer.ID, jwe []byte) (*schakel
 	d := decision{jwe: jwe}
 	// The requesting organisation is the one the calling peer is admitted for, until the
 	// assertion says which of the peer's organisations it is.
-	d.requester, _ = (&peerBackend{n: n}).Admitted(ctx, p)
+	d.requester, _ = n.backend.Admitted(ctx, p)
 	d.custodian = n.recipientOrg(ctx, jwe)
 	if d.custodian == "" {
 		return &schakelv1.PeerTokenResponse{Error: "invalid_request", ErrorDescription: "the assertion is not addressed to an organisation hosted here"}, nil
@@ -381,16 +382,30 @@ func jweKID(jwe []byte) (string, bool) {
 	return h.KID, true
 }
 
+// recipient is a hosted organisation's key-agreement key, by thumbprint.
+type recipient struct {
+	org string
+	key *crypto.PrivateKey
+}
+
 // recipientKey implements authz.RecipientKey: the hosted organisation and private key-agreement
-// key with thumbprint kid (current or from before a rotation).
+// key with thumbprint kid (current or from before a rotation). Found keys are kept in memory: a
+// thumbprint always names the same key.
 func (n *Node) recipientKey(ctx context.Context, kid string) (string, *crypto.PrivateKey, error) {
+	if r, ok := n.recipients.Load(kid); ok {
+		return r.(recipient).org, r.(recipient).key, nil
+	}
 	hs, err := n.orgs.list(ctx)
 	if err != nil {
 		return "", nil, err
 	}
+	found := func(org string, k *crypto.PrivateKey) (string, *crypto.PrivateKey, error) {
+		n.recipients.Store(kid, recipient{org, k})
+		return org, k, nil
+	}
 	for _, h := range hs {
-		if k, err := n.keys.Get(ctx, h.AgreementKey); err == nil && k.KID() == kid {
-			return h.DID, k, nil
+		if k, err := n.orgs.privateKey(ctx, h.AgreementKey); err == nil && k.KID() == kid {
+			return found(h.DID, k)
 		}
 	}
 	names, err := n.keys.List(ctx)
@@ -401,8 +416,8 @@ func (n *Node) recipientKey(ctx context.Context, kid string) (string, *crypto.Pr
 		prefix := strings.TrimPrefix(h.DID, did.Method) + ".enc."
 		for _, name := range names {
 			if strings.HasPrefix(name, prefix) {
-				if k, err := n.keys.Get(ctx, name); err == nil && k.KID() == kid {
-					return h.DID, k, nil
+				if k, err := n.orgs.privateKey(ctx, name); err == nil && k.KID() == kid {
+					return found(h.DID, k)
 				}
 			}
 		}
@@ -410,21 +425,49 @@ func (n *Node) recipientKey(ctx context.Context, kid string) (string, *crypto.Pr
 	return "", nil, fmt.Errorf("no hosted organisation has key-agreement key %s", clip(kid))
 }
 
+// credCache keeps, per organisation, the outcome of checking its organisation credential, for
+// credCacheFor: like admission, a revocation takes effect within that time.
+type credCache struct {
+	mu sync.Mutex
+	m  map[string]credEntry
+}
+
+type credEntry struct {
+	org   *vc.Organization
+	ok    bool
+	until time.Time
+}
+
+const credCacheFor = 30 * time.Second
+
 // orgCredential returns the organisation named by a valid OrganizationCredential of org from a
 // trusted register.
 func (n *Node) orgCredential(ctx context.Context, org string) (*vc.Organization, bool) {
-	cs, err := n.creds.List(ctx, vc.Filter{Party: org, Kind: vc.OrganizationCredential})
-	if err != nil {
-		return nil, false
+	now := n.cfg.Now()
+	n.credCache.mu.Lock()
+	e, hit := n.credCache.m[org]
+	n.credCache.mu.Unlock()
+	if hit && now.Before(e.until) {
+		return e.org, e.ok
 	}
-	for _, c := range cs {
-		if c.Subject == org && c.Organization != nil {
-			if _, err := n.creds.Verifier().Verify(ctx, c.JWT); err == nil {
-				return c.Organization, true
+	e = credEntry{until: now.Add(credCacheFor)}
+	if cs, err := n.creds.List(ctx, vc.Filter{Party: org, Kind: vc.OrganizationCredential}); err == nil {
+		for _, c := range cs {
+			if c.Subject == org && c.Organization != nil {
+				if _, err := n.creds.Verifier().Verify(ctx, c.JWT); err == nil {
+					e.org, e.ok = c.Organization, true
+					break
+				}
 			}
 		}
 	}
-	return nil, false
+	n.credCache.mu.Lock()
+	if n.credCache.m == nil || len(n.credCache.m) > 1<<16 {
+		n.credCache.m = map[string]credEntry{}
+	}
+	n.credCache.m[org] = e
+	n.credCache.mu.Unlock()
+	return e.org, e.ok
 }
 
 // Introspect implements the AccessService RPC (and POST /oauth2/introspect).

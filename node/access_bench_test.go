@@ -1,6 +1,7 @@
 package node
 
 import (
+	"flag"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -9,6 +10,8 @@ import (
 	"github.com/schakel-health/schakel/internal/authz"
 	schakelv1 "github.com/schakel-health/schakel/proto/schakel/v1"
 )
+
+var accessInflight = flag.Int("access-inflight", 64, "token requests in flight in BenchmarkAccessDecision")
 
 // BenchmarkAccessDecision measures what the custodian's node does per token request, on its
 // real, fsynced storage: open the assertion (JWE decrypt, EdDSA verify, replay check), read the
@@ -68,9 +71,9 @@ func BenchmarkAccessDecision(b *testing.B) {
 	}
 	p := hospital.PeerID()
 	var next, refused atomic.Int64
-	// Requests arrive concurrently (64 in flight on 2 cores), as from many EHR users: the log's
+	// Requests arrive concurrently (-access-inflight, default 64, on 2 cores), as from many EHR users: the log's
 	// group commit makes one fsync serve all that arrived while the previous one ran.
-	b.SetParallelism(32)
+	b.SetParallelism(*accessInflight / 2)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {

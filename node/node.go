@@ -120,6 +120,9 @@ type Node struct {
 	orgs       *orgs
 	logs       logs
 
+	backend      *peerBackend // what the network asks of the node; holds the admission cache
+	credCache    credCache
+	recipients   sync.Map // key-agreement key thumbprint → recipient
 	consents     *consent.Store
 	policy       *consent.Policy
 	verifier     *authz.Verifier
@@ -210,6 +213,7 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 	}
 	registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "schakel_outbox_depth",
 		Help: "Private messages waiting for their recipient's node."}, func() float64 { return float64(n.outbox.Depth()) }))
+	n.backend = &peerBackend{n: n}
 	n.net, err = network.New(network.Config{
 		Key:              peerKey,
 		ListenAddrs:      cfg.listenAddrs(),
@@ -222,7 +226,7 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 		Registerer:       registry,
 		OnAdmitted:       func(_ peer.ID, org string) { n.outbox.Kick(org) },
 		Now:              cfg.Now,
-	}, n.catalog, &peerBackend{n: n})
+	}, n.catalog, n.backend)
 	if err != nil {
 		n.db.Close()
 		return nil, err

@@ -58,6 +58,14 @@ type orgs struct {
 	validity   time.Duration
 
 	mu sync.Mutex // serialises key changes
+
+	// cache holds the hosted records and private keys read so far: the token path reads them on
+	// every request, and a read transaction waits for the commits in flight (badger's read
+	// watermark), so each avoided read saves up to an fsync of latency. Records change only
+	// through put, which updates the cache; a key name always names the same key.
+	cacheMu sync.RWMutex
+	records map[string]*hosted
+	privs   map[string]*crypto.PrivateKey
 }
 
 const maxOrgName = 200
@@ -146,10 +154,30 @@ func (o *orgs) put(ctx context.Context, h *hosted) error {
 	}
 	var b store.Batch
 	b.Set(nsOrg, orgKey(h.DID), raw)
-	return o.db.Write(ctx, &b)
+	o.cacheMu.Lock()
+	delete(o.records, h.DID) // a concurrent get must not keep the old record
+	o.cacheMu.Unlock()
+	if err := o.db.Write(ctx, &b); err != nil {
+		return err
+	}
+	cp := *h
+	o.cacheMu.Lock()
+	if o.records == nil {
+		o.records = map[string]*hosted{}
+	}
+	o.records[h.DID] = &cp
+	o.cacheMu.Unlock()
+	return nil
 }
 
 func (o *orgs) get(ctx context.Context, id string) (*hosted, error) {
+	o.cacheMu.RLock()
+	c, ok := o.records[id]
+	o.cacheMu.RUnlock()
+	if ok {
+		cp := *c
+		return &cp, nil
+	}
 	var raw []byte
 	err := o.db.View(ctx, func(tx *store.Txn) error {
 		var err error
@@ -190,11 +218,32 @@ func (o *orgs) signingKey(ctx context.Context, id string) (*hosted, *crypto.Priv
 	if err != nil {
 		return nil, nil, err
 	}
-	k, err := o.keys.Get(ctx, h.SigningKey)
+	k, err := o.privateKey(ctx, h.SigningKey)
 	if err != nil {
 		return nil, nil, fmt.Errorf("signing key of %s: %w", id, err)
 	}
 	return h, k, nil
+}
+
+// privateKey returns the named key from the key store, once read kept in memory.
+func (o *orgs) privateKey(ctx context.Context, name string) (*crypto.PrivateKey, error) {
+	o.cacheMu.RLock()
+	k, ok := o.privs[name]
+	o.cacheMu.RUnlock()
+	if ok {
+		return k, nil
+	}
+	k, err := o.keys.Get(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	o.cacheMu.Lock()
+	if o.privs == nil {
+		o.privs = map[string]*crypto.PrivateKey{}
+	}
+	o.privs[name] = k
+	o.cacheMu.Unlock()
+	return k, nil
 }
 
 // rotate replaces the organisation's keys through a rotate event signed by the current key. The new
