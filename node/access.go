@@ -88,7 +88,7 @@ func (n *Node) RequestToken(ctx context.Context, req *schakelv1.RequestTokenRequ
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", api.ErrInvalidArgument, err)
 	}
-	answer, err := n.net.RequestToken(ctx, custodian, &schakelv1.PeerTokenRequest{Assertion: jwe})
+	answer, err := n.net.RequestToken(ctx, custodian, &schakelv1.PeerServiceRequestTokenRequest{Assertion: jwe})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
 	}
@@ -146,7 +146,7 @@ var privateReasons = map[consent.Reason]bool{
 }
 
 // RequestToken implements network.Backend on the custodian's node.
-func (b *peerBackend) RequestToken(ctx context.Context, p peer.ID, req *schakelv1.PeerTokenRequest) (*schakelv1.PeerTokenResponse, error) {
+func (b *peerBackend) RequestToken(ctx context.Context, p peer.ID, req *schakelv1.PeerServiceRequestTokenRequest) (*schakelv1.PeerServiceRequestTokenResponse, error) {
 	return b.n.decideToken(ctx, p, req.GetAssertion())
 }
 
@@ -164,7 +164,7 @@ type decision struct {
 // decideToken opens the assertion, decides, logs the decision (durably, before answering) and
 // answers with a token or a refusal and a signed receipt. A refusal is an answer; an error is
 // returned only when the node cannot log (then nothing is granted).
-func (n *Node) decideToken(ctx context.Context, p peer.ID, jwe []byte) (*schakelv1.PeerTokenResponse, error) {
+func (n *Node) decideToken(ctx context.Context, p peer.ID, jwe []byte) (*schakelv1.PeerServiceRequestTokenResponse, error) {
 	now := n.cfg.Now()
 	d := decision{jwe: jwe}
 	// The requesting organisation is the one the calling peer is admitted for, until the
@@ -172,7 +172,7 @@ func (n *Node) decideToken(ctx context.Context, p peer.ID, jwe []byte) (*schakel
 	d.requester, _ = n.backend.Admitted(ctx, p)
 	d.custodian = n.recipientOrg(ctx, jwe)
 	if d.custodian == "" {
-		return &schakelv1.PeerTokenResponse{Error: "invalid_request", ErrorDescription: "the assertion is not addressed to an organisation hosted here"}, nil
+		return &schakelv1.PeerServiceRequestTokenResponse{Error: "invalid_request", ErrorDescription: "the assertion is not addressed to an organisation hosted here"}, nil
 	}
 	claims, err := n.verifier.Open(ctx, jwe)
 	if err != nil {
@@ -258,7 +258,7 @@ func (n *Node) decide(ctx context.Context, p peer.ID, d *decision, now time.Time
 }
 
 // answer logs d in the custodian's log and builds the answer with its receipt.
-func (n *Node) answer(ctx context.Context, p peer.ID, d *decision, now time.Time) (*schakelv1.PeerTokenResponse, error) {
+func (n *Node) answer(ctx context.Context, p peer.ID, d *decision, now time.Time) (*schakelv1.PeerServiceRequestTokenResponse, error) {
 	l, err := n.logOf(d.custodian)
 	if err != nil {
 		return nil, err
@@ -312,7 +312,7 @@ func (n *Node) answer(ctx context.Context, p peer.ID, d *decision, now time.Time
 		sum := sha256.Sum256(d.jwe)
 		receipt.RequestID = "sha256:" + base64.RawURLEncoding.EncodeToString(sum[:])
 	}
-	resp := &schakelv1.PeerTokenResponse{}
+	resp := &schakelv1.PeerServiceRequestTokenResponse{}
 	if d.oauth != nil {
 		resp.Error, resp.ErrorDescription = d.oauth.Code, d.oauth.Description
 		resp.Reason, _, _ = strings.Cut(d.oauth.Description, ":")

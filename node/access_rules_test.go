@@ -234,9 +234,9 @@ func TestAccessRules(t *testing.T) {
 		}
 		return jwe
 	}
-	send := func(jwe []byte) *schakelv1.PeerTokenResponse {
+	send := func(jwe []byte) *schakelv1.PeerServiceRequestTokenResponse {
 		t.Helper()
-		resp, err := hNode.net.RequestToken(ctx, gp, &schakelv1.PeerTokenRequest{Assertion: jwe})
+		resp, err := hNode.net.RequestToken(ctx, gp, &schakelv1.PeerServiceRequestTokenRequest{Assertion: jwe})
 		if err != nil {
 			t.Fatal(err)
 		}

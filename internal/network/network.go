@@ -44,7 +44,7 @@ type Backend interface {
 	Introduction(ctx context.Context) ([][]byte, error)
 	// RequestToken decides a token request that peer p carried to this node (refusals are
 	// answers; an error is a failure of this node).
-	RequestToken(ctx context.Context, p peer.ID, req *schakelv1.PeerTokenRequest) (*schakelv1.PeerTokenResponse, error)
+	RequestToken(ctx context.Context, p peer.ID, req *schakelv1.PeerServiceRequestTokenRequest) (*schakelv1.PeerServiceRequestTokenResponse, error)
 	// Deliver processes a private message that peer p delivered.
 	Deliver(ctx context.Context, p peer.ID, m *schakelv1.DeliverRequest) (duplicate bool, err error)
 	// LogProof returns the checkpoint of a hosted log at newSize and a consistency proof to it

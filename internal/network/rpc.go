@@ -282,7 +282,7 @@ func (h *peerHandler) GetLogProof(ctx context.Context, req *connect.Request[scha
 	return connect.NewResponse(&schakelv1.GetLogProofResponse{Checkpoint: ckpt, Proof: proof}), nil
 }
 
-func (h *peerHandler) RequestToken(ctx context.Context, req *connect.Request[schakelv1.PeerTokenRequest]) (*connect.Response[schakelv1.PeerTokenResponse], error) {
+func (h *peerHandler) RequestToken(ctx context.Context, req *connect.Request[schakelv1.PeerServiceRequestTokenRequest]) (*connect.Response[schakelv1.PeerServiceRequestTokenResponse], error) {
 	if len(req.Msg.GetAssertion()) > maxAssertionSize {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("assertion of %d bytes exceeds %d", len(req.Msg.GetAssertion()), maxAssertionSize))
 	}
@@ -298,7 +298,7 @@ func (h *peerHandler) RequestToken(ctx context.Context, req *connect.Request[sch
 const maxAssertionSize = 16 << 10
 
 // RequestToken sends a token request to the node hosting the custodian organisation.
-func (n *Network) RequestToken(ctx context.Context, custodian string, req *schakelv1.PeerTokenRequest) (*schakelv1.PeerTokenResponse, error) {
+func (n *Network) RequestToken(ctx context.Context, custodian string, req *schakelv1.PeerServiceRequestTokenRequest) (*schakelv1.PeerServiceRequestTokenResponse, error) {
 	p, ok := n.PeerOf(ctx, custodian)
 	if !ok {
 		return nil, fmt.Errorf("%w: no connected node hosts %s", ErrUnreachable, custodian)

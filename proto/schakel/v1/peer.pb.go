@@ -27,27 +27,27 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-type PeerTokenRequest struct {
+type PeerServiceRequestTokenRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Assertion     []byte                 `protobuf:"bytes,1,opt,name=assertion,proto3" json:"assertion,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *PeerTokenRequest) Reset() {
-	*x = PeerTokenRequest{}
+func (x *PeerServiceRequestTokenRequest) Reset() {
+	*x = PeerServiceRequestTokenRequest{}
 	mi := &file_schakel_v1_peer_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *PeerTokenRequest) String() string {
+func (x *PeerServiceRequestTokenRequest) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*PeerTokenRequest) ProtoMessage() {}
+func (*PeerServiceRequestTokenRequest) ProtoMessage() {}
 
-func (x *PeerTokenRequest) ProtoReflect() protoreflect.Message {
+func (x *PeerServiceRequestTokenRequest) ProtoReflect() protoreflect.Message {
 	mi := &file_schakel_v1_peer_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -59,19 +59,19 @@ func (x *PeerTokenRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use PeerTokenRequest.ProtoReflect.Descriptor instead.
-func (*PeerTokenRequest) Descriptor() ([]byte, []int) {
+// Deprecated: Use PeerServiceRequestTokenRequest.ProtoReflect.Descriptor instead.
+func (*PeerServiceRequestTokenRequest) Descriptor() ([]byte, []int) {
 	return file_schakel_v1_peer_proto_rawDescGZIP(), []int{0}
 }
 
-func (x *PeerTokenRequest) GetAssertion() []byte {
+func (x *PeerServiceRequestTokenRequest) GetAssertion() []byte {
 	if x != nil {
 		return x.Assertion
 	}
 	return nil
 }
 
-type PeerTokenResponse struct {
+type PeerServiceRequestTokenResponse struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	AccessToken      string                 `protobuf:"bytes,1,opt,name=access_token,json=accessToken,proto3" json:"access_token,omitempty"`
 	ExpiresIn        int64                  `protobuf:"varint,2,opt,name=expires_in,json=expiresIn,proto3" json:"expires_in,omitempty"`
@@ -85,20 +85,20 @@ type PeerTokenResponse struct {
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *PeerTokenResponse) Reset() {
-	*x = PeerTokenResponse{}
+func (x *PeerServiceRequestTokenResponse) Reset() {
+	*x = PeerServiceRequestTokenResponse{}
 	mi := &file_schakel_v1_peer_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *PeerTokenResponse) String() string {
+func (x *PeerServiceRequestTokenResponse) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*PeerTokenResponse) ProtoMessage() {}
+func (*PeerServiceRequestTokenResponse) ProtoMessage() {}
 
-func (x *PeerTokenResponse) ProtoReflect() protoreflect.Message {
+func (x *PeerServiceRequestTokenResponse) ProtoReflect() protoreflect.Message {
 	mi := &file_schakel_v1_peer_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -110,54 +110,54 @@ func (x *PeerTokenResponse) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use PeerTokenResponse.ProtoReflect.Descriptor instead.
-func (*PeerTokenResponse) Descriptor() ([]byte, []int) {
+// Deprecated: Use PeerServiceRequestTokenResponse.ProtoReflect.Descriptor instead.
+func (*PeerServiceRequestTokenResponse) Descriptor() ([]byte, []int) {
 	return file_schakel_v1_peer_proto_rawDescGZIP(), []int{1}
 }
 
-func (x *PeerTokenResponse) GetAccessToken() string {
+func (x *PeerServiceRequestTokenResponse) GetAccessToken() string {
 	if x != nil {
 		return x.AccessToken
 	}
 	return ""
 }
 
-func (x *PeerTokenResponse) GetExpiresIn() int64 {
+func (x *PeerServiceRequestTokenResponse) GetExpiresIn() int64 {
 	if x != nil {
 		return x.ExpiresIn
 	}
 	return 0
 }
 
-func (x *PeerTokenResponse) GetScope() string {
+func (x *PeerServiceRequestTokenResponse) GetScope() string {
 	if x != nil {
 		return x.Scope
 	}
 	return ""
 }
 
-func (x *PeerTokenResponse) GetError() string {
+func (x *PeerServiceRequestTokenResponse) GetError() string {
 	if x != nil {
 		return x.Error
 	}
 	return ""
 }
 
-func (x *PeerTokenResponse) GetErrorDescription() string {
+func (x *PeerServiceRequestTokenResponse) GetErrorDescription() string {
 	if x != nil {
 		return x.ErrorDescription
 	}
 	return ""
 }
 
-func (x *PeerTokenResponse) GetReason() string {
+func (x *PeerServiceRequestTokenResponse) GetReason() string {
 	if x != nil {
 		return x.Reason
 	}
 	return ""
 }
 
-func (x *PeerTokenResponse) GetReceipt() string {
+func (x *PeerServiceRequestTokenResponse) GetReceipt() string {
 	if x != nil {
 		return x.Receipt
 	}
@@ -693,10 +693,10 @@ var File_schakel_v1_peer_proto protoreflect.FileDescriptor
 const file_schakel_v1_peer_proto_rawDesc = "" +
 	"\n" +
 	"\x15schakel/v1/peer.proto\x12\n" +
-	"schakel.v1\"0\n" +
-	"\x10PeerTokenRequest\x12\x1c\n" +
-	"\tassertion\x18\x01 \x01(\fR\tassertion\"\xe0\x01\n" +
-	"\x11PeerTokenResponse\x12!\n" +
+	"schakel.v1\">\n" +
+	"\x1ePeerServiceRequestTokenRequest\x12\x1c\n" +
+	"\tassertion\x18\x01 \x01(\fR\tassertion\"\xee\x01\n" +
+	"\x1fPeerServiceRequestTokenResponse\x12!\n" +
 	"\faccess_token\x18\x01 \x01(\tR\vaccessToken\x12\x1d\n" +
 	"\n" +
 	"expires_in\x18\x02 \x01(\x03R\texpiresIn\x12\x14\n" +
@@ -735,14 +735,14 @@ const file_schakel_v1_peer_proto_rawDesc = "" +
 	"\n" +
 	"checkpoint\x18\x01 \x01(\fR\n" +
 	"checkpoint\x12\x14\n" +
-	"\x05proof\x18\x02 \x03(\fR\x05proof2\xde\x03\n" +
+	"\x05proof\x18\x02 \x03(\fR\x05proof2\xfa\x03\n" +
 	"\vPeerService\x12<\n" +
 	"\x05Hello\x12\x18.schakel.v1.HelloRequest\x1a\x19.schakel.v1.HelloResponse\x12M\n" +
 	"\tReconcile\x12\x1c.schakel.v1.ReconcileRequest\x1a\x1d.schakel.v1.ReconcileResponse\"\x03\x90\x02\x01\x12\\\n" +
 	"\x0eFetchDocuments\x12!.schakel.v1.FetchDocumentsRequest\x1a\".schakel.v1.FetchDocumentsResponse\"\x03\x90\x02\x01\x12B\n" +
 	"\aDeliver\x12\x1a.schakel.v1.DeliverRequest\x1a\x1b.schakel.v1.DeliverResponse\x12S\n" +
-	"\vGetLogProof\x12\x1e.schakel.v1.GetLogProofRequest\x1a\x1f.schakel.v1.GetLogProofResponse\"\x03\x90\x02\x01\x12K\n" +
-	"\fRequestToken\x12\x1c.schakel.v1.PeerTokenRequest\x1a\x1d.schakel.v1.PeerTokenResponseB>Z<github.com/schakel-health/schakel/proto/schakel/v1;schakelv1b\x06proto3"
+	"\vGetLogProof\x12\x1e.schakel.v1.GetLogProofRequest\x1a\x1f.schakel.v1.GetLogProofResponse\"\x03\x90\x02\x01\x12g\n" +
+	"\fRequestToken\x12*.schakel.v1.PeerServiceRequestTokenRequest\x1a+.schakel.v1.PeerServiceRequestTokenResponseB>Z<github.com/schakel-health/schakel/proto/schakel/v1;schakelv1b\x06proto3"
 
 var (
 	file_schakel_v1_peer_proto_rawDescOnce sync.Once
@@ -758,18 +758,18 @@ func file_schakel_v1_peer_proto_rawDescGZIP() []byte {
 
 var file_schakel_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_schakel_v1_peer_proto_goTypes = []any{
-	(*PeerTokenRequest)(nil),       // 0: schakel.v1.PeerTokenRequest
-	(*PeerTokenResponse)(nil),      // 1: schakel.v1.PeerTokenResponse
-	(*HelloRequest)(nil),           // 2: schakel.v1.HelloRequest
-	(*HelloResponse)(nil),          // 3: schakel.v1.HelloResponse
-	(*ReconcileRequest)(nil),       // 4: schakel.v1.ReconcileRequest
-	(*ReconcileResponse)(nil),      // 5: schakel.v1.ReconcileResponse
-	(*FetchDocumentsRequest)(nil),  // 6: schakel.v1.FetchDocumentsRequest
-	(*FetchDocumentsResponse)(nil), // 7: schakel.v1.FetchDocumentsResponse
-	(*DeliverRequest)(nil),         // 8: schakel.v1.DeliverRequest
-	(*DeliverResponse)(nil),        // 9: schakel.v1.DeliverResponse
-	(*GetLogProofRequest)(nil),     // 10: schakel.v1.GetLogProofRequest
-	(*GetLogProofResponse)(nil),    // 11: schakel.v1.GetLogProofResponse
+	(*PeerServiceRequestTokenRequest)(nil),  // 0: schakel.v1.PeerServiceRequestTokenRequest
+	(*PeerServiceRequestTokenResponse)(nil), // 1: schakel.v1.PeerServiceRequestTokenResponse
+	(*HelloRequest)(nil),                    // 2: schakel.v1.HelloRequest
+	(*HelloResponse)(nil),                   // 3: schakel.v1.HelloResponse
+	(*ReconcileRequest)(nil),                // 4: schakel.v1.ReconcileRequest
+	(*ReconcileResponse)(nil),               // 5: schakel.v1.ReconcileResponse
+	(*FetchDocumentsRequest)(nil),           // 6: schakel.v1.FetchDocumentsRequest
+	(*FetchDocumentsResponse)(nil),          // 7: schakel.v1.FetchDocumentsResponse
+	(*DeliverRequest)(nil),                  // 8: schakel.v1.DeliverRequest
+	(*DeliverResponse)(nil),                 // 9: schakel.v1.DeliverResponse
+	(*GetLogProofRequest)(nil),              // 10: schakel.v1.GetLogProofRequest
+	(*GetLogProofResponse)(nil),             // 11: schakel.v1.GetLogProofResponse
 }
 var file_schakel_v1_peer_proto_depIdxs = []int32{
 	2,  // 0: schakel.v1.PeerService.Hello:input_type -> schakel.v1.HelloRequest
@@ -777,13 +777,13 @@ var file_schakel_v1_peer_proto_depIdxs = []int32{
 	6,  // 2: schakel.v1.PeerService.FetchDocuments:input_type -> schakel.v1.FetchDocumentsRequest
 	8,  // 3: schakel.v1.PeerService.Deliver:input_type -> schakel.v1.DeliverRequest
 	10, // 4: schakel.v1.PeerService.GetLogProof:input_type -> schakel.v1.GetLogProofRequest
-	0,  // 5: schakel.v1.PeerService.RequestToken:input_type -> schakel.v1.PeerTokenRequest
+	0,  // 5: schakel.v1.PeerService.RequestToken:input_type -> schakel.v1.PeerServiceRequestTokenRequest
 	3,  // 6: schakel.v1.PeerService.Hello:output_type -> schakel.v1.HelloResponse
 	5,  // 7: schakel.v1.PeerService.Reconcile:output_type -> schakel.v1.ReconcileResponse
 	7,  // 8: schakel.v1.PeerService.FetchDocuments:output_type -> schakel.v1.FetchDocumentsResponse
 	9,  // 9: schakel.v1.PeerService.Deliver:output_type -> schakel.v1.DeliverResponse
 	11, // 10: schakel.v1.PeerService.GetLogProof:output_type -> schakel.v1.GetLogProofResponse
-	1,  // 11: schakel.v1.PeerService.RequestToken:output_type -> schakel.v1.PeerTokenResponse
+	1,  // 11: schakel.v1.PeerService.RequestToken:output_type -> schakel.v1.PeerServiceRequestTokenResponse
 	6,  // [6:12] is the sub-list for method output_type
 	0,  // [0:6] is the sub-list for method input_type
 	0,  // [0:0] is the sub-list for extension type_name

@@ -72,7 +72,7 @@ type PeerServiceClient interface {
 	// RequestToken carries a token request to the custodian's node: an RFC 7523 assertion signed by
 	// the requesting organisation and encrypted to the custodian (JWE). The caller's peer id must be
 	// bound to the assertion's issuer. Refusals are answers, not errors.
-	RequestToken(context.Context, *connect.Request[v1.PeerTokenRequest]) (*connect.Response[v1.PeerTokenResponse], error)
+	RequestToken(context.Context, *connect.Request[v1.PeerServiceRequestTokenRequest]) (*connect.Response[v1.PeerServiceRequestTokenResponse], error)
 }
 
 // NewPeerServiceClient constructs a client for the schakel.v1.PeerService service. By default, it
@@ -119,7 +119,7 @@ func NewPeerServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
-		requestToken: connect.NewClient[v1.PeerTokenRequest, v1.PeerTokenResponse](
+		requestToken: connect.NewClient[v1.PeerServiceRequestTokenRequest, v1.PeerServiceRequestTokenResponse](
 			httpClient,
 			baseURL+PeerServiceRequestTokenProcedure,
 			connect.WithSchema(peerServiceMethods.ByName("RequestToken")),
@@ -135,7 +135,7 @@ type peerServiceClient struct {
 	fetchDocuments *connect.Client[v1.FetchDocumentsRequest, v1.FetchDocumentsResponse]
 	deliver        *connect.Client[v1.DeliverRequest, v1.DeliverResponse]
 	getLogProof    *connect.Client[v1.GetLogProofRequest, v1.GetLogProofResponse]
-	requestToken   *connect.Client[v1.PeerTokenRequest, v1.PeerTokenResponse]
+	requestToken   *connect.Client[v1.PeerServiceRequestTokenRequest, v1.PeerServiceRequestTokenResponse]
 }
 
 // Hello calls schakel.v1.PeerService.Hello.
@@ -164,7 +164,7 @@ func (c *peerServiceClient) GetLogProof(ctx context.Context, req *connect.Reques
 }
 
 // RequestToken calls schakel.v1.PeerService.RequestToken.
-func (c *peerServiceClient) RequestToken(ctx context.Context, req *connect.Request[v1.PeerTokenRequest]) (*connect.Response[v1.PeerTokenResponse], error) {
+func (c *peerServiceClient) RequestToken(ctx context.Context, req *connect.Request[v1.PeerServiceRequestTokenRequest]) (*connect.Response[v1.PeerServiceRequestTokenResponse], error) {
 	return c.requestToken.CallUnary(ctx, req)
 }
 
@@ -185,7 +185,7 @@ type PeerServiceHandler interface {
 	// RequestToken carries a token request to the custodian's node: an RFC 7523 assertion signed by
 	// the requesting organisation and encrypted to the custodian (JWE). The caller's peer id must be
 	// bound to the assertion's issuer. Refusals are answers, not errors.
-	RequestToken(context.Context, *connect.Request[v1.PeerTokenRequest]) (*connect.Response[v1.PeerTokenResponse], error)
+	RequestToken(context.Context, *connect.Request[v1.PeerServiceRequestTokenRequest]) (*connect.Response[v1.PeerServiceRequestTokenResponse], error)
 }
 
 // NewPeerServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -277,6 +277,6 @@ func (UnimplementedPeerServiceHandler) GetLogProof(context.Context, *connect.Req
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("schakel.v1.PeerService.GetLogProof is not implemented"))
 }
 
-func (UnimplementedPeerServiceHandler) RequestToken(context.Context, *connect.Request[v1.PeerTokenRequest]) (*connect.Response[v1.PeerTokenResponse], error) {
+func (UnimplementedPeerServiceHandler) RequestToken(context.Context, *connect.Request[v1.PeerServiceRequestTokenRequest]) (*connect.Response[v1.PeerServiceRequestTokenResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("schakel.v1.PeerService.RequestToken is not implemented"))
 }
