@@ -124,6 +124,12 @@ func TestAccessFlow(t *testing.T) {
 		t.Fatalf("RecordAccess: %v", err)
 	}
 
+	// The patient's view shows the consent in force.
+	pv, err := gp.GetPatientView(ctx, &schakelv1.GetPatientViewRequest{Organization: gp.org, Bsn: accessBSN})
+	if err != nil || len(pv.GetConsents()) != 1 || pv.GetConsents()[0].GetStatus() != "active" {
+		t.Fatalf("patient view consents: %v, %v", err, pv.GetConsents())
+	}
+
 	// The GP summary is not consented.
 	other, err := hospital.RequestToken(ctx, tokenRequest(hospital.org, gp.org, "gp-professional-summary", "01.015", jkt))
 	if err != nil || other.GetAccessToken() != "" || other.GetError() != "access_denied" || other.GetReason() != "no-consent" {
@@ -136,6 +142,9 @@ func TestAccessFlow(t *testing.T) {
 	}
 	if in, _ := gp.Introspect(ctx, &schakelv1.IntrospectRequest{Token: granted.GetAccessToken()}); in.GetActive() {
 		t.Fatal("the token of a revoked consent still introspects active")
+	}
+	if pv, err := gp.GetPatientView(ctx, &schakelv1.GetPatientViewRequest{Organization: gp.org, Bsn: accessBSN}); err != nil || len(pv.GetConsents()) != 0 {
+		t.Fatalf("patient view after revocation: %v, %v", err, pv.GetConsents())
 	}
 	after, err := hospital.RequestToken(ctx, tokenRequest(hospital.org, gp.org, "medication", "01.015", jkt))
 	if err != nil || after.GetAccessToken() != "" || after.GetReason() != "no-consent" {

@@ -13,6 +13,7 @@ import (
 	"github.com/schakel-health/schakel/internal/accesslog"
 	"github.com/schakel-health/schakel/internal/accesslog/verify"
 	"github.com/schakel-health/schakel/internal/api"
+	"github.com/schakel-health/schakel/internal/consent"
 	schakelv1 "github.com/schakel-health/schakel/proto/schakel/v1"
 )
 
@@ -235,6 +236,16 @@ func (n *Node) GetPatientView(ctx context.Context, req *schakelv1.GetPatientView
 			return nil, err
 		}
 		resp.Entries = append(resp.Entries, &schakelv1.PatientLogEntry{Index: int64(e.Index), PatientSeq: int64(e.PatientSeq), Entry: string(raw)})
+	}
+	// The consents in force (and those waiting for the desk), under any pseudonym version.
+	cs, err := n.consents.ForPatient(ctx, []string{req.GetOrganization()}, all)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range cs {
+		if c.Status == consent.StatusActive || c.Status == consent.StatusPending {
+			resp.Consents = append(resp.Consents, consentToProto(c))
+		}
 	}
 	// Reading the log about a patient is itself an entry about that patient.
 	if _, err := l.log.Append(ctx, &verify.Entry{

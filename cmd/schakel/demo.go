@@ -427,6 +427,10 @@ func (d *demo) stepPatientView(ctx context.Context) (string, error) {
 	if len(again.GetEntries()) != len(resp.GetEntries())+1 {
 		return "", fmt.Errorf("the first view was not logged: %d entries, then %d", len(resp.GetEntries()), len(again.GetEntries()))
 	}
+	if n := len(resp.GetConsents()); n != 0 {
+		return "", fmt.Errorf("the patient's view lists %d consents in force after the revocation", n)
+	}
+	b.WriteString("consents in force: none (revoked)\n")
 	fmt.Fprintf(&b, "asking again shows the first question as entry %d: reading the log is logged", len(again.GetEntries()))
 	return b.String(), nil
 }

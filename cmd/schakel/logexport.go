@@ -96,6 +96,12 @@ covering the log up to its latest checkpoint. Check it with: schakel log verify 
 				for _, e := range resp.GetEntries() {
 					fmt.Fprintf(cmd.OutOrStdout(), "%d\t%s\n", e.GetPatientSeq(), e.GetEntry())
 				}
+				if len(resp.GetConsents()) > 0 {
+					fmt.Fprintln(cmd.OutOrStdout(), "\nconsents in force or pending:")
+					printConsents(cmd, resp.GetConsents())
+				} else {
+					fmt.Fprintln(cmd.OutOrStdout(), "\nno consent in force")
+				}
 			}
 			return nil
 		},

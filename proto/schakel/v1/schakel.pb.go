@@ -2886,8 +2886,10 @@ func (x *GetPatientViewRequest) GetEmployee() *Employee {
 }
 
 type GetPatientViewResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Entries       []*PatientLogEntry     `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Entries []*PatientLogEntry     `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// consents are the patient's consents at this organisation that are in force or pending.
+	Consents      []*Consent `protobuf:"bytes,2,rep,name=consents,proto3" json:"consents,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2925,6 +2927,13 @@ func (*GetPatientViewResponse) Descriptor() ([]byte, []int) {
 func (x *GetPatientViewResponse) GetEntries() []*PatientLogEntry {
 	if x != nil {
 		return x.Entries
+	}
+	return nil
+}
+
+func (x *GetPatientViewResponse) GetConsents() []*Consent {
+	if x != nil {
+		return x.Consents
 	}
 	return nil
 }
@@ -3164,7 +3173,7 @@ var File_schakel_v1_schakel_proto protoreflect.FileDescriptor
 const file_schakel_v1_schakel_proto_rawDesc = "" +
 	"\n" +
 	"\x18schakel/v1/schakel.proto\x12\n" +
-	"schakel.v1\"\x12\n" +
+	"schakel.v1\x1a\x17schakel/v1/access.proto\"\x12\n" +
 	"\x10ListPeersRequest\"k\n" +
 	"\x11ListPeersResponse\x12&\n" +
 	"\x05peers\x18\x01 \x03(\v2\x10.schakel.v1.PeerR\x05peers\x12\x14\n" +
@@ -3355,9 +3364,10 @@ const file_schakel_v1_schakel_proto_rawDesc = "" +
 	"\x15GetPatientViewRequest\x12\"\n" +
 	"\forganization\x18\x01 \x01(\tR\forganization\x12\x10\n" +
 	"\x03bsn\x18\x02 \x01(\tR\x03bsn\x120\n" +
-	"\bemployee\x18\x03 \x01(\v2\x14.schakel.v1.EmployeeR\bemployee\"O\n" +
+	"\bemployee\x18\x03 \x01(\v2\x14.schakel.v1.EmployeeR\bemployee\"\x80\x01\n" +
 	"\x16GetPatientViewResponse\x125\n" +
-	"\aentries\x18\x01 \x03(\v2\x1b.schakel.v1.PatientLogEntryR\aentries\"^\n" +
+	"\aentries\x18\x01 \x03(\v2\x1b.schakel.v1.PatientLogEntryR\aentries\x12/\n" +
+	"\bconsents\x18\x02 \x03(\v2\x13.schakel.v1.ConsentR\bconsents\"^\n" +
 	"\x0fPatientLogEntry\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x03R\x05index\x12\x1f\n" +
 	"\vpatient_seq\x18\x02 \x01(\x03R\n" +
@@ -3484,6 +3494,7 @@ var file_schakel_v1_schakel_proto_goTypes = []any{
 	(*PatientLogEntry)(nil),             // 50: schakel.v1.PatientLogEntry
 	(*RecordAccessRequest)(nil),         // 51: schakel.v1.RecordAccessRequest
 	(*RecordAccessResponse)(nil),        // 52: schakel.v1.RecordAccessResponse
+	(*Consent)(nil),                     // 53: schakel.v1.Consent
 }
 var file_schakel_v1_schakel_proto_depIdxs = []int32{
 	3,  // 0: schakel.v1.ListPeersResponse.peers:type_name -> schakel.v1.Peer
@@ -3506,53 +3517,54 @@ var file_schakel_v1_schakel_proto_depIdxs = []int32{
 	41, // 17: schakel.v1.ListCheckpointsResponse.checkpoints:type_name -> schakel.v1.SignedCheckpoint
 	47, // 18: schakel.v1.GetPatientViewRequest.employee:type_name -> schakel.v1.Employee
 	50, // 19: schakel.v1.GetPatientViewResponse.entries:type_name -> schakel.v1.PatientLogEntry
-	46, // 20: schakel.v1.RecordAccessRequest.requester:type_name -> schakel.v1.Requester
-	47, // 21: schakel.v1.RecordAccessRequest.employee:type_name -> schakel.v1.Employee
-	4,  // 22: schakel.v1.NodeService.GetNodeInfo:input_type -> schakel.v1.GetNodeInfoRequest
-	1,  // 23: schakel.v1.NodeService.ListPeers:input_type -> schakel.v1.ListPeersRequest
-	7,  // 24: schakel.v1.OrganizationService.CreateOrganization:input_type -> schakel.v1.CreateOrganizationRequest
-	9,  // 25: schakel.v1.OrganizationService.ListOrganizations:input_type -> schakel.v1.ListOrganizationsRequest
-	11, // 26: schakel.v1.OrganizationService.GetOrganization:input_type -> schakel.v1.GetOrganizationRequest
-	13, // 27: schakel.v1.OrganizationService.RotateKey:input_type -> schakel.v1.RotateKeyRequest
-	15, // 28: schakel.v1.OrganizationService.ResolveDID:input_type -> schakel.v1.ResolveDIDRequest
-	17, // 29: schakel.v1.DocumentService.SubmitDocuments:input_type -> schakel.v1.SubmitDocumentsRequest
-	24, // 30: schakel.v1.CredentialService.IssueCredential:input_type -> schakel.v1.IssueCredentialRequest
-	26, // 31: schakel.v1.CredentialService.ListCredentials:input_type -> schakel.v1.ListCredentialsRequest
-	28, // 32: schakel.v1.CredentialService.SearchDirectory:input_type -> schakel.v1.SearchDirectoryRequest
-	31, // 33: schakel.v1.CredentialService.VerifyCredential:input_type -> schakel.v1.VerifyCredentialRequest
-	33, // 34: schakel.v1.CredentialService.RevokeCredential:input_type -> schakel.v1.RevokeCredentialRequest
-	35, // 35: schakel.v1.LogService.GetLogInfo:input_type -> schakel.v1.GetLogInfoRequest
-	37, // 36: schakel.v1.LogService.ListEntries:input_type -> schakel.v1.ListEntriesRequest
-	39, // 37: schakel.v1.LogService.ListCheckpoints:input_type -> schakel.v1.ListCheckpointsRequest
-	42, // 38: schakel.v1.LogService.GetInclusionProof:input_type -> schakel.v1.GetInclusionProofRequest
-	44, // 39: schakel.v1.LogService.GetConsistencyProof:input_type -> schakel.v1.GetConsistencyProofRequest
-	48, // 40: schakel.v1.LogService.GetPatientView:input_type -> schakel.v1.GetPatientViewRequest
-	51, // 41: schakel.v1.LogService.RecordAccess:input_type -> schakel.v1.RecordAccessRequest
-	5,  // 42: schakel.v1.NodeService.GetNodeInfo:output_type -> schakel.v1.GetNodeInfoResponse
-	2,  // 43: schakel.v1.NodeService.ListPeers:output_type -> schakel.v1.ListPeersResponse
-	8,  // 44: schakel.v1.OrganizationService.CreateOrganization:output_type -> schakel.v1.CreateOrganizationResponse
-	10, // 45: schakel.v1.OrganizationService.ListOrganizations:output_type -> schakel.v1.ListOrganizationsResponse
-	12, // 46: schakel.v1.OrganizationService.GetOrganization:output_type -> schakel.v1.GetOrganizationResponse
-	14, // 47: schakel.v1.OrganizationService.RotateKey:output_type -> schakel.v1.RotateKeyResponse
-	16, // 48: schakel.v1.OrganizationService.ResolveDID:output_type -> schakel.v1.ResolveDIDResponse
-	18, // 49: schakel.v1.DocumentService.SubmitDocuments:output_type -> schakel.v1.SubmitDocumentsResponse
-	25, // 50: schakel.v1.CredentialService.IssueCredential:output_type -> schakel.v1.IssueCredentialResponse
-	27, // 51: schakel.v1.CredentialService.ListCredentials:output_type -> schakel.v1.ListCredentialsResponse
-	29, // 52: schakel.v1.CredentialService.SearchDirectory:output_type -> schakel.v1.SearchDirectoryResponse
-	32, // 53: schakel.v1.CredentialService.VerifyCredential:output_type -> schakel.v1.VerifyCredentialResponse
-	34, // 54: schakel.v1.CredentialService.RevokeCredential:output_type -> schakel.v1.RevokeCredentialResponse
-	36, // 55: schakel.v1.LogService.GetLogInfo:output_type -> schakel.v1.GetLogInfoResponse
-	38, // 56: schakel.v1.LogService.ListEntries:output_type -> schakel.v1.ListEntriesResponse
-	40, // 57: schakel.v1.LogService.ListCheckpoints:output_type -> schakel.v1.ListCheckpointsResponse
-	43, // 58: schakel.v1.LogService.GetInclusionProof:output_type -> schakel.v1.GetInclusionProofResponse
-	45, // 59: schakel.v1.LogService.GetConsistencyProof:output_type -> schakel.v1.GetConsistencyProofResponse
-	49, // 60: schakel.v1.LogService.GetPatientView:output_type -> schakel.v1.GetPatientViewResponse
-	52, // 61: schakel.v1.LogService.RecordAccess:output_type -> schakel.v1.RecordAccessResponse
-	42, // [42:62] is the sub-list for method output_type
-	22, // [22:42] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	53, // 20: schakel.v1.GetPatientViewResponse.consents:type_name -> schakel.v1.Consent
+	46, // 21: schakel.v1.RecordAccessRequest.requester:type_name -> schakel.v1.Requester
+	47, // 22: schakel.v1.RecordAccessRequest.employee:type_name -> schakel.v1.Employee
+	4,  // 23: schakel.v1.NodeService.GetNodeInfo:input_type -> schakel.v1.GetNodeInfoRequest
+	1,  // 24: schakel.v1.NodeService.ListPeers:input_type -> schakel.v1.ListPeersRequest
+	7,  // 25: schakel.v1.OrganizationService.CreateOrganization:input_type -> schakel.v1.CreateOrganizationRequest
+	9,  // 26: schakel.v1.OrganizationService.ListOrganizations:input_type -> schakel.v1.ListOrganizationsRequest
+	11, // 27: schakel.v1.OrganizationService.GetOrganization:input_type -> schakel.v1.GetOrganizationRequest
+	13, // 28: schakel.v1.OrganizationService.RotateKey:input_type -> schakel.v1.RotateKeyRequest
+	15, // 29: schakel.v1.OrganizationService.ResolveDID:input_type -> schakel.v1.ResolveDIDRequest
+	17, // 30: schakel.v1.DocumentService.SubmitDocuments:input_type -> schakel.v1.SubmitDocumentsRequest
+	24, // 31: schakel.v1.CredentialService.IssueCredential:input_type -> schakel.v1.IssueCredentialRequest
+	26, // 32: schakel.v1.CredentialService.ListCredentials:input_type -> schakel.v1.ListCredentialsRequest
+	28, // 33: schakel.v1.CredentialService.SearchDirectory:input_type -> schakel.v1.SearchDirectoryRequest
+	31, // 34: schakel.v1.CredentialService.VerifyCredential:input_type -> schakel.v1.VerifyCredentialRequest
+	33, // 35: schakel.v1.CredentialService.RevokeCredential:input_type -> schakel.v1.RevokeCredentialRequest
+	35, // 36: schakel.v1.LogService.GetLogInfo:input_type -> schakel.v1.GetLogInfoRequest
+	37, // 37: schakel.v1.LogService.ListEntries:input_type -> schakel.v1.ListEntriesRequest
+	39, // 38: schakel.v1.LogService.ListCheckpoints:input_type -> schakel.v1.ListCheckpointsRequest
+	42, // 39: schakel.v1.LogService.GetInclusionProof:input_type -> schakel.v1.GetInclusionProofRequest
+	44, // 40: schakel.v1.LogService.GetConsistencyProof:input_type -> schakel.v1.GetConsistencyProofRequest
+	48, // 41: schakel.v1.LogService.GetPatientView:input_type -> schakel.v1.GetPatientViewRequest
+	51, // 42: schakel.v1.LogService.RecordAccess:input_type -> schakel.v1.RecordAccessRequest
+	5,  // 43: schakel.v1.NodeService.GetNodeInfo:output_type -> schakel.v1.GetNodeInfoResponse
+	2,  // 44: schakel.v1.NodeService.ListPeers:output_type -> schakel.v1.ListPeersResponse
+	8,  // 45: schakel.v1.OrganizationService.CreateOrganization:output_type -> schakel.v1.CreateOrganizationResponse
+	10, // 46: schakel.v1.OrganizationService.ListOrganizations:output_type -> schakel.v1.ListOrganizationsResponse
+	12, // 47: schakel.v1.OrganizationService.GetOrganization:output_type -> schakel.v1.GetOrganizationResponse
+	14, // 48: schakel.v1.OrganizationService.RotateKey:output_type -> schakel.v1.RotateKeyResponse
+	16, // 49: schakel.v1.OrganizationService.ResolveDID:output_type -> schakel.v1.ResolveDIDResponse
+	18, // 50: schakel.v1.DocumentService.SubmitDocuments:output_type -> schakel.v1.SubmitDocumentsResponse
+	25, // 51: schakel.v1.CredentialService.IssueCredential:output_type -> schakel.v1.IssueCredentialResponse
+	27, // 52: schakel.v1.CredentialService.ListCredentials:output_type -> schakel.v1.ListCredentialsResponse
+	29, // 53: schakel.v1.CredentialService.SearchDirectory:output_type -> schakel.v1.SearchDirectoryResponse
+	32, // 54: schakel.v1.CredentialService.VerifyCredential:output_type -> schakel.v1.VerifyCredentialResponse
+	34, // 55: schakel.v1.CredentialService.RevokeCredential:output_type -> schakel.v1.RevokeCredentialResponse
+	36, // 56: schakel.v1.LogService.GetLogInfo:output_type -> schakel.v1.GetLogInfoResponse
+	38, // 57: schakel.v1.LogService.ListEntries:output_type -> schakel.v1.ListEntriesResponse
+	40, // 58: schakel.v1.LogService.ListCheckpoints:output_type -> schakel.v1.ListCheckpointsResponse
+	43, // 59: schakel.v1.LogService.GetInclusionProof:output_type -> schakel.v1.GetInclusionProofResponse
+	45, // 60: schakel.v1.LogService.GetConsistencyProof:output_type -> schakel.v1.GetConsistencyProofResponse
+	49, // 61: schakel.v1.LogService.GetPatientView:output_type -> schakel.v1.GetPatientViewResponse
+	52, // 62: schakel.v1.LogService.RecordAccess:output_type -> schakel.v1.RecordAccessResponse
+	43, // [43:63] is the sub-list for method output_type
+	23, // [23:43] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_schakel_v1_schakel_proto_init() }
@@ -3560,6 +3572,7 @@ func file_schakel_v1_schakel_proto_init() {
 	if File_schakel_v1_schakel_proto != nil {
 		return
 	}
+	file_schakel_v1_access_proto_init()
 	file_schakel_v1_schakel_proto_msgTypes[23].OneofWrappers = []any{
 		(*IssueCredentialRequest_ServiceRegistration)(nil),
 	}
