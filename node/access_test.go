@@ -189,10 +189,39 @@ func TestAccessFlow(t *testing.T) {
 		t.Errorf("the GP's log holds %d refusals, want 3", refusedAtGP)
 	}
 
+	// Planned care: the GP practice refers another patient to the hospital with a referral grant,
+	// delivered point to point; the hospital is granted access to what it covers, without consent.
+	referred := testBSN(50)
+	ig, err := gp.IssueReferralGrant(ctx, &schakelv1.IssueReferralGrantRequest{Custodian: gp.org, Grantee: hospital.org,
+		Bsn: referred, DataCategories: []string{"medication"}, Resources: []string{"MedicationStatement/7"}, ValidForSeconds: 3600})
+	if err != nil {
+		t.Fatalf("IssueReferralGrant: %v", err)
+	}
+	var got *schakelv1.ReceivedGrant
+	eventually(t, 15*time.Second, "the grant reaches the hospital", func() bool {
+		l, err := hospital.ListNotices(ctx, &schakelv1.ListNoticesRequest{Organization: hospital.org})
+		if err != nil || len(l.GetGrants()) != 1 {
+			return false
+		}
+		got = l.GetGrants()[0]
+		return true
+	})
+	if got.GetGrantId() != ig.GetGrantId() || got.GetBsn() != referred || got.GetCustodian() != gp.org {
+		t.Fatalf("received grant %+v, issued %s", got, ig.GetGrantId())
+	}
+	rq := tokenRequest(hospital.org, gp.org, "medication", "01.015", jkt)
+	rq.Bsn, rq.ReferralGrant = got.GetBsn(), got.GetGrantId()
+	if r, err := hospital.RequestToken(ctx, rq); err != nil || !strings.Contains(r.GetScope(), "resource:MedicationStatement/7") {
+		t.Fatalf("request under the referral grant: %v, %+v", err, r)
+	}
+
 	// The bystander (a node that is no party) holds no trace of the BSN.
-	sum := sha256.Sum256([]byte(accessBSN))
-	needles := [][]byte{[]byte(accessBSN), sum[:], []byte(hex.EncodeToString(sum[:])),
-		[]byte(base64.StdEncoding.EncodeToString(sum[:])), []byte(base64.RawURLEncoding.EncodeToString(sum[:]))}
+	var needles [][]byte
+	for _, bsn := range []string{accessBSN, referred} {
+		sum := sha256.Sum256([]byte(bsn))
+		needles = append(needles, []byte(bsn), sum[:], []byte(hex.EncodeToString(sum[:])),
+			[]byte(base64.StdEncoding.EncodeToString(sum[:])), []byte(base64.RawURLEncoding.EncodeToString(sum[:])))
+	}
 	scanStore(t, bystander, needles)
 }
 

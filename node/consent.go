@@ -279,6 +279,14 @@ func (n *Node) ListNotices(ctx context.Context, req *schakelv1.ListNoticesReques
 	}
 	resp := &schakelv1.ListNoticesResponse{}
 	for _, m := range msgs {
+		if m.Kind == kindReferralGrant {
+			g, err := n.receivedGrant(ctx, m)
+			if err != nil {
+				n.log.Warn("referral grant does not verify", "message", m.ID, "error", err)
+				continue
+			}
+			resp.Grants = append(resp.Grants, g)
+		}
 		if m.Kind != kindConsentNotice {
 			continue
 		}
@@ -388,4 +396,117 @@ func (n *Node) consentChanged(before *consent.Consent, after consent.Consent) {
 	if _, err := l.log.Append(n.life, e); err != nil {
 		n.log.Error("consent change not logged", "consent", after.ID, "error", err)
 	}
+}
+
+// Referral grants (planned care): the referring custodian grants one named organisation access
+// without consent, short-lived and scoped; the grant is signed by the custodian and delivered to
+// the grantee point to point, with the BSN it concerns.
+
+const (
+	kindReferralGrant = "referral-grant"
+	// referralGrantType is the JWS type of a signed referral grant.
+	referralGrantType = "schakel-referral-grant+jwt"
+)
+
+// referralGrantBody is what the grantee receives: the signed grant and the patient's BSN.
+type referralGrantBody struct {
+	Grant string `json:"grant"`
+	BSN   string `json:"bsn"`
+}
+
+// grantClaims is the payload of a signed referral grant. It names the patient by the custodian's
+// pseudonym only.
+type grantClaims struct {
+	Iss            string   `json:"iss"`
+	Sub            string   `json:"sub"`
+	Jti            string   `json:"jti"`
+	Iat            int64    `json:"iat"`
+	Nbf            int64    `json:"nbf"`
+	Exp            int64    `json:"exp"`
+	Patient        string   `json:"patient"`
+	DataCategories []string `json:"dataCategories"`
+	Resources      []string `json:"resources,omitempty"`
+	Purpose        string   `json:"purpose"`
+}
+
+// IssueReferralGrant implements the AccessService RPC at the referring custodian's node.
+func (n *Node) IssueReferralGrant(ctx context.Context, req *schakelv1.IssueReferralGrantRequest) (*schakelv1.IssueReferralGrantResponse, error) {
+	custodian := req.GetCustodian()
+	if crypto.ValidBSN(req.GetBsn()) != nil {
+		return nil, fmt.Errorf("%w: the BSN fails the 11-proof", api.ErrInvalidArgument)
+	}
+	p, err := n.pseudonymAt(custodian, req.GetBsn())
+	if err != nil {
+		return nil, err
+	}
+	if _, err := n.dids.Resolve(ctx, req.GetGrantee()); err != nil {
+		return nil, fmt.Errorf("%w: grantee %s: %w", api.ErrNotFound, clip(req.GetGrantee()), err)
+	}
+	now := n.cfg.Now()
+	validFor := time.Duration(req.GetValidForSeconds()) * time.Second
+	if validFor <= 0 {
+		validFor = 7 * 24 * time.Hour
+	}
+	purpose := req.GetPurpose()
+	if purpose == "" {
+		purpose = "TREAT"
+	}
+	g, err := n.consents.AddGrant(ctx, consent.Grant{Custodian: custodian, Grantee: req.GetGrantee(), Patient: p,
+		DataCategories: req.GetDataCategories(), Resources: req.GetResources(), Purpose: purpose,
+		ValidFrom: now, ValidUntil: now.Add(validFor)})
+	if err != nil {
+		return nil, consentError(err)
+	}
+	_, sig, err := n.orgs.signingKey(ctx, custodian)
+	if err != nil {
+		return nil, err
+	}
+	payload, err := json.Marshal(grantClaims{Iss: custodian, Sub: g.Grantee, Jti: g.ID, Iat: now.Unix(),
+		Nbf: g.ValidFrom.Unix(), Exp: g.ValidUntil.Unix(), Patient: p, DataCategories: g.DataCategories,
+		Resources: g.Resources, Purpose: g.Purpose})
+	if err != nil {
+		return nil, err
+	}
+	jws, err := crypto.Sign(sig, payload, crypto.Header{Type: referralGrantType, KID: authz.KID(custodian, sig)})
+	if err != nil {
+		return nil, err
+	}
+	body, err := json.Marshal(referralGrantBody{Grant: string(jws), BSN: req.GetBsn()})
+	if err != nil {
+		return nil, err
+	}
+	id, err := n.SendPrivate(ctx, custodian, g.Grantee, kindReferralGrant, body)
+	if err != nil {
+		return nil, fmt.Errorf("grant %s stored, but its delivery was not queued: %w", g.ID, err)
+	}
+	return &schakelv1.IssueReferralGrantResponse{GrantId: g.ID, Grant: string(jws), MessageId: id}, nil
+}
+
+// receivedGrant opens a referral grant delivered to a hosted organisation: the custodian's
+// signature is checked with its key at the grant's issue time.
+func (n *Node) receivedGrant(ctx context.Context, m Received) (*schakelv1.ReceivedGrant, error) {
+	var b referralGrantBody
+	if err := json.Unmarshal(m.Body, &b); err != nil {
+		return nil, err
+	}
+	payload, h, err := crypto.ParseUnverified([]byte(b.Grant))
+	if err != nil || h.Type != referralGrantType {
+		return nil, fmt.Errorf("not a referral grant: %v", err)
+	}
+	var c grantClaims
+	if err := json.Unmarshal(payload, &c); err != nil {
+		return nil, err
+	}
+	key, err := authz.RegistryResolver(n.dids)(ctx, h.KID, time.Unix(c.Iat, 0))
+	if err != nil {
+		return nil, err
+	}
+	if _, _, err := crypto.Verify([]byte(b.Grant), key); err != nil {
+		return nil, err
+	}
+	if c.Iss != m.From || c.Sub != m.To || !strings.HasPrefix(h.KID, c.Iss+"#") {
+		return nil, fmt.Errorf("referral grant from %s for %s delivered by %s to %s", clip(c.Iss), clip(c.Sub), clip(m.From), clip(m.To))
+	}
+	return &schakelv1.ReceivedGrant{GrantId: c.Jti, Custodian: c.Iss, DataCategories: c.DataCategories,
+		Resources: c.Resources, Purpose: c.Purpose, ValidUntilUnix: c.Exp, Bsn: b.BSN}, nil
 }

@@ -18,7 +18,7 @@ func newConsentCmd() *cobra.Command {
 		Short: "Record, relay, process, revoke and list patients' consents at the custodian",
 	}
 	cmd.AddCommand(newConsentRecordCmd(), newConsentRequestCmd(), newConsentProcessCmd(),
-		newConsentRevokeCmd(), newConsentListCmd(), newConsentNoticesCmd())
+		newConsentRevokeCmd(), newConsentListCmd(), newConsentNoticesCmd(), newReferralCmd())
 	return cmd
 }
 
@@ -193,7 +193,7 @@ func newConsentListCmd() *cobra.Command {
 func newConsentNoticesCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "notices",
-		Short: "At a portal organisation's node: the custodians' notices on relayed consent requests",
+		Short: "The custodians' notices on consent requests a portal relayed, and referral grants received",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			org, _ := cmd.Flags().GetString("org")
@@ -208,6 +208,16 @@ func newConsentNoticesCmd() *cobra.Command {
 			fmt.Fprintln(w, "REQUEST\tCUSTODIAN\tOUTCOME\tCONSENT\tREASON")
 			for _, n := range resp.GetNotices() {
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", n.GetRequestId(), n.GetCustodian(), n.GetOutcome(), n.GetConsentId(), n.GetReason())
+			}
+			if err := w.Flush(); err != nil || len(resp.GetGrants()) == 0 {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "\nreferral grants received:")
+			w = tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "GRANT\tCUSTODIAN\tCATEGORIES\tRESOURCES\tPURPOSE\tUNTIL")
+			for _, g := range resp.GetGrants() {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", g.GetGrantId(), g.GetCustodian(), strings.Join(g.GetDataCategories(), ","),
+					strings.Join(g.GetResources(), ","), g.GetPurpose(), time.Unix(g.GetValidUntilUnix(), 0).UTC().Format(time.RFC3339))
 			}
 			return w.Flush()
 		},
@@ -233,4 +243,43 @@ func printConsents(cmd *cobra.Command, cs []*schakelv1.Consent) {
 			strings.Join(c.GetDataCategories(), ","), strings.Join(c.GetPurposes(), ","), c.GetChannel())
 	}
 	_ = w.Flush()
+}
+
+func newReferralCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "refer",
+		Short: "As the referring custodian, grant one organisation access for planned care (no consent needed), delivered to it",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f := cmd.Flags()
+			str := func(name string) string { v, _ := f.GetString(name); return v }
+			cats, _ := f.GetStringSlice("category")
+			res, _ := f.GetStringSlice("resource")
+			validFor, _ := f.GetDuration("valid-for")
+			resp, err := call(cmd.Context(), newClient(cmd).acc.IssueReferralGrant, &schakelv1.IssueReferralGrantRequest{
+				Custodian: str("custodian"), Grantee: str("grantee"), Bsn: str("bsn"), DataCategories: cats,
+				Resources: res, Purpose: str("purpose"), ValidForSeconds: int64(validFor / time.Second),
+			})
+			if err != nil {
+				return err
+			}
+			if !printJSON(cmd, resp) {
+				fmt.Fprintf(cmd.OutOrStdout(), "referral grant %s sent to the grantee (message %s)\n", resp.GetGrantId(), resp.GetMessageId())
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.String("custodian", "", "the referring organisation (DID), hosted on this node")
+	f.String("grantee", "", "the organisation (DID) the patient is referred to")
+	f.String("bsn", "", "the patient's BSN")
+	f.StringSlice("category", nil, "data categories the grant covers")
+	f.StringSlice("resource", nil, "FHIR references it covers, e.g. DocumentReference/123 (default: the whole categories)")
+	f.String("purpose", "TREAT", "HL7 PurposeOfUse")
+	f.Duration("valid-for", 7*24*time.Hour, "lifetime, at most 720h")
+	for _, name := range []string{"custodian", "grantee", "bsn", "category"} {
+		_ = cmd.MarkFlagRequired(name)
+	}
+	addClientFlags(cmd)
+	return cmd
 }

@@ -47,6 +47,7 @@ type Backend interface {
 	RevokeConsent(ctx context.Context, req *schakelv1.RevokeConsentRequest) (*schakelv1.RevokeConsentResponse, error)
 	ListConsents(ctx context.Context, req *schakelv1.ListConsentsRequest) (*schakelv1.ListConsentsResponse, error)
 	ListNotices(ctx context.Context, req *schakelv1.ListNoticesRequest) (*schakelv1.ListNoticesResponse, error)
+	IssueReferralGrant(ctx context.Context, req *schakelv1.IssueReferralGrantRequest) (*schakelv1.IssueReferralGrantResponse, error)
 
 	// JWKS returns the JSON Web Key Set (RFC 7517 §5) of a hosted organisation's current public keys.
 	JWKS(ctx context.Context, did string) ([]byte, error)

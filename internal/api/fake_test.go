@@ -222,3 +222,7 @@ func (f *fakeBackend) ListConsents(context.Context, *schakelv1.ListConsentsReque
 func (f *fakeBackend) ListNotices(context.Context, *schakelv1.ListNoticesRequest) (*schakelv1.ListNoticesResponse, error) {
 	return answer[schakelv1.ListNoticesResponse](f)
 }
+
+func (f *fakeBackend) IssueReferralGrant(context.Context, *schakelv1.IssueReferralGrantRequest) (*schakelv1.IssueReferralGrantResponse, error) {
+	return answer[schakelv1.IssueReferralGrantResponse](f)
+}

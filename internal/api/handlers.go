@@ -146,3 +146,7 @@ func (h *rpc) ListConsents(ctx context.Context, req *connect.Request[schakelv1.L
 func (h *rpc) ListNotices(ctx context.Context, req *connect.Request[schakelv1.ListNoticesRequest]) (*connect.Response[schakelv1.ListNoticesResponse], error) {
 	return handle(ctx, h, req, h.b.ListNotices)
 }
+
+func (h *rpc) IssueReferralGrant(ctx context.Context, req *connect.Request[schakelv1.IssueReferralGrantRequest]) (*connect.Response[schakelv1.IssueReferralGrantResponse], error) {
+	return handle(ctx, h, req, h.b.IssueReferralGrant)
+}

@@ -1314,6 +1314,7 @@ func (x *ConsentNotice) GetReceivedUnix() int64 {
 type ListNoticesResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Notices       []*ConsentNotice       `protobuf:"bytes,1,rep,name=notices,proto3" json:"notices,omitempty"`
+	Grants        []*ReceivedGrant       `protobuf:"bytes,2,rep,name=grants,proto3" json:"grants,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1353,6 +1354,264 @@ func (x *ListNoticesResponse) GetNotices() []*ConsentNotice {
 		return x.Notices
 	}
 	return nil
+}
+
+func (x *ListNoticesResponse) GetGrants() []*ReceivedGrant {
+	if x != nil {
+		return x.Grants
+	}
+	return nil
+}
+
+type IssueReferralGrantRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// custodian is the referring organisation, hosted on this node.
+	Custodian string `protobuf:"bytes,1,opt,name=custodian,proto3" json:"custodian,omitempty"`
+	// grantee is the DID of the organisation the patient is referred to.
+	Grantee        string   `protobuf:"bytes,2,opt,name=grantee,proto3" json:"grantee,omitempty"`
+	Bsn            string   `protobuf:"bytes,3,opt,name=bsn,proto3" json:"bsn,omitempty"`
+	DataCategories []string `protobuf:"bytes,4,rep,name=data_categories,json=dataCategories,proto3" json:"data_categories,omitempty"`
+	// resources are FHIR references the grant covers, e.g. "DocumentReference/123"; empty: the
+	// whole categories.
+	Resources []string `protobuf:"bytes,5,rep,name=resources,proto3" json:"resources,omitempty"`
+	Purpose   string   `protobuf:"bytes,6,opt,name=purpose,proto3" json:"purpose,omitempty"`
+	// valid_for_seconds is the grant's lifetime, at most 30 days.
+	ValidForSeconds int64 `protobuf:"varint,7,opt,name=valid_for_seconds,json=validForSeconds,proto3" json:"valid_for_seconds,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *IssueReferralGrantRequest) Reset() {
+	*x = IssueReferralGrantRequest{}
+	mi := &file_schakel_v1_access_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueReferralGrantRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueReferralGrantRequest) ProtoMessage() {}
+
+func (x *IssueReferralGrantRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_schakel_v1_access_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueReferralGrantRequest.ProtoReflect.Descriptor instead.
+func (*IssueReferralGrantRequest) Descriptor() ([]byte, []int) {
+	return file_schakel_v1_access_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *IssueReferralGrantRequest) GetCustodian() string {
+	if x != nil {
+		return x.Custodian
+	}
+	return ""
+}
+
+func (x *IssueReferralGrantRequest) GetGrantee() string {
+	if x != nil {
+		return x.Grantee
+	}
+	return ""
+}
+
+func (x *IssueReferralGrantRequest) GetBsn() string {
+	if x != nil {
+		return x.Bsn
+	}
+	return ""
+}
+
+func (x *IssueReferralGrantRequest) GetDataCategories() []string {
+	if x != nil {
+		return x.DataCategories
+	}
+	return nil
+}
+
+func (x *IssueReferralGrantRequest) GetResources() []string {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+func (x *IssueReferralGrantRequest) GetPurpose() string {
+	if x != nil {
+		return x.Purpose
+	}
+	return ""
+}
+
+func (x *IssueReferralGrantRequest) GetValidForSeconds() int64 {
+	if x != nil {
+		return x.ValidForSeconds
+	}
+	return 0
+}
+
+type IssueReferralGrantResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	GrantId string                 `protobuf:"bytes,1,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
+	// grant is the custodian's signed grant (compact JWS) as delivered.
+	Grant         string `protobuf:"bytes,2,opt,name=grant,proto3" json:"grant,omitempty"`
+	MessageId     string `protobuf:"bytes,3,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueReferralGrantResponse) Reset() {
+	*x = IssueReferralGrantResponse{}
+	mi := &file_schakel_v1_access_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueReferralGrantResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueReferralGrantResponse) ProtoMessage() {}
+
+func (x *IssueReferralGrantResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_schakel_v1_access_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueReferralGrantResponse.ProtoReflect.Descriptor instead.
+func (*IssueReferralGrantResponse) Descriptor() ([]byte, []int) {
+	return file_schakel_v1_access_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *IssueReferralGrantResponse) GetGrantId() string {
+	if x != nil {
+		return x.GrantId
+	}
+	return ""
+}
+
+func (x *IssueReferralGrantResponse) GetGrant() string {
+	if x != nil {
+		return x.Grant
+	}
+	return ""
+}
+
+func (x *IssueReferralGrantResponse) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+type ReceivedGrant struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	GrantId        string                 `protobuf:"bytes,1,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
+	Custodian      string                 `protobuf:"bytes,2,opt,name=custodian,proto3" json:"custodian,omitempty"`
+	DataCategories []string               `protobuf:"bytes,3,rep,name=data_categories,json=dataCategories,proto3" json:"data_categories,omitempty"`
+	Resources      []string               `protobuf:"bytes,4,rep,name=resources,proto3" json:"resources,omitempty"`
+	Purpose        string                 `protobuf:"bytes,5,opt,name=purpose,proto3" json:"purpose,omitempty"`
+	ValidUntilUnix int64                  `protobuf:"varint,6,opt,name=valid_until_unix,json=validUntilUnix,proto3" json:"valid_until_unix,omitempty"`
+	// bsn is the patient the referral is for; it reached this organisation end-to-end encrypted.
+	Bsn           string `protobuf:"bytes,7,opt,name=bsn,proto3" json:"bsn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReceivedGrant) Reset() {
+	*x = ReceivedGrant{}
+	mi := &file_schakel_v1_access_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceivedGrant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceivedGrant) ProtoMessage() {}
+
+func (x *ReceivedGrant) ProtoReflect() protoreflect.Message {
+	mi := &file_schakel_v1_access_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceivedGrant.ProtoReflect.Descriptor instead.
+func (*ReceivedGrant) Descriptor() ([]byte, []int) {
+	return file_schakel_v1_access_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ReceivedGrant) GetGrantId() string {
+	if x != nil {
+		return x.GrantId
+	}
+	return ""
+}
+
+func (x *ReceivedGrant) GetCustodian() string {
+	if x != nil {
+		return x.Custodian
+	}
+	return ""
+}
+
+func (x *ReceivedGrant) GetDataCategories() []string {
+	if x != nil {
+		return x.DataCategories
+	}
+	return nil
+}
+
+func (x *ReceivedGrant) GetResources() []string {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+func (x *ReceivedGrant) GetPurpose() string {
+	if x != nil {
+		return x.Purpose
+	}
+	return ""
+}
+
+func (x *ReceivedGrant) GetValidUntilUnix() int64 {
+	if x != nil {
+		return x.ValidUntilUnix
+	}
+	return 0
+}
+
+func (x *ReceivedGrant) GetBsn() string {
+	if x != nil {
+		return x.Bsn
+	}
+	return ""
 }
 
 var File_schakel_v1_access_proto protoreflect.FileDescriptor
@@ -1466,9 +1725,31 @@ const file_schakel_v1_access_proto_rawDesc = "" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x1d\n" +
 	"\n" +
 	"consent_id\x18\x05 \x01(\tR\tconsentId\x12#\n" +
-	"\rreceived_unix\x18\x06 \x01(\x03R\freceivedUnix\"J\n" +
+	"\rreceived_unix\x18\x06 \x01(\x03R\freceivedUnix\"}\n" +
 	"\x13ListNoticesResponse\x123\n" +
-	"\anotices\x18\x01 \x03(\v2\x19.schakel.v1.ConsentNoticeR\anotices2\xbf\x05\n" +
+	"\anotices\x18\x01 \x03(\v2\x19.schakel.v1.ConsentNoticeR\anotices\x121\n" +
+	"\x06grants\x18\x02 \x03(\v2\x19.schakel.v1.ReceivedGrantR\x06grants\"\xf2\x01\n" +
+	"\x19IssueReferralGrantRequest\x12\x1c\n" +
+	"\tcustodian\x18\x01 \x01(\tR\tcustodian\x12\x18\n" +
+	"\agrantee\x18\x02 \x01(\tR\agrantee\x12\x10\n" +
+	"\x03bsn\x18\x03 \x01(\tR\x03bsn\x12'\n" +
+	"\x0fdata_categories\x18\x04 \x03(\tR\x0edataCategories\x12\x1c\n" +
+	"\tresources\x18\x05 \x03(\tR\tresources\x12\x18\n" +
+	"\apurpose\x18\x06 \x01(\tR\apurpose\x12*\n" +
+	"\x11valid_for_seconds\x18\a \x01(\x03R\x0fvalidForSeconds\"l\n" +
+	"\x1aIssueReferralGrantResponse\x12\x19\n" +
+	"\bgrant_id\x18\x01 \x01(\tR\agrantId\x12\x14\n" +
+	"\x05grant\x18\x02 \x01(\tR\x05grant\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x03 \x01(\tR\tmessageId\"\xe5\x01\n" +
+	"\rReceivedGrant\x12\x19\n" +
+	"\bgrant_id\x18\x01 \x01(\tR\agrantId\x12\x1c\n" +
+	"\tcustodian\x18\x02 \x01(\tR\tcustodian\x12'\n" +
+	"\x0fdata_categories\x18\x03 \x03(\tR\x0edataCategories\x12\x1c\n" +
+	"\tresources\x18\x04 \x03(\tR\tresources\x12\x18\n" +
+	"\apurpose\x18\x05 \x01(\tR\apurpose\x12(\n" +
+	"\x10valid_until_unix\x18\x06 \x01(\x03R\x0evalidUntilUnix\x12\x10\n" +
+	"\x03bsn\x18\a \x01(\tR\x03bsn2\xa4\x06\n" +
 	"\rAccessService\x12Q\n" +
 	"\fRequestToken\x12\x1f.schakel.v1.RequestTokenRequest\x1a .schakel.v1.RequestTokenResponse\x12P\n" +
 	"\n" +
@@ -1477,7 +1758,8 @@ const file_schakel_v1_access_proto_rawDesc = "" +
 	"\x0eRequestConsent\x12!.schakel.v1.RequestConsentRequest\x1a\".schakel.v1.RequestConsentResponse\x12W\n" +
 	"\x0eProcessConsent\x12!.schakel.v1.ProcessConsentRequest\x1a\".schakel.v1.ProcessConsentResponse\x12T\n" +
 	"\rRevokeConsent\x12 .schakel.v1.RevokeConsentRequest\x1a!.schakel.v1.RevokeConsentResponse\x12V\n" +
-	"\fListConsents\x12\x1f.schakel.v1.ListConsentsRequest\x1a .schakel.v1.ListConsentsResponse\"\x03\x90\x02\x01\x12S\n" +
+	"\fListConsents\x12\x1f.schakel.v1.ListConsentsRequest\x1a .schakel.v1.ListConsentsResponse\"\x03\x90\x02\x01\x12c\n" +
+	"\x12IssueReferralGrant\x12%.schakel.v1.IssueReferralGrantRequest\x1a&.schakel.v1.IssueReferralGrantResponse\x12S\n" +
 	"\vListNotices\x12\x1e.schakel.v1.ListNoticesRequest\x1a\x1f.schakel.v1.ListNoticesResponse\"\x03\x90\x02\x01B>Z<github.com/schakel-health/schakel/proto/schakel/v1;schakelv1b\x06proto3"
 
 var (
@@ -1492,27 +1774,30 @@ func file_schakel_v1_access_proto_rawDescGZIP() []byte {
 	return file_schakel_v1_access_proto_rawDescData
 }
 
-var file_schakel_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_schakel_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_schakel_v1_access_proto_goTypes = []any{
-	(*AccessEmployee)(nil),         // 0: schakel.v1.AccessEmployee
-	(*RequestTokenRequest)(nil),    // 1: schakel.v1.RequestTokenRequest
-	(*RequestTokenResponse)(nil),   // 2: schakel.v1.RequestTokenResponse
-	(*IntrospectRequest)(nil),      // 3: schakel.v1.IntrospectRequest
-	(*IntrospectResponse)(nil),     // 4: schakel.v1.IntrospectResponse
-	(*Consent)(nil),                // 5: schakel.v1.Consent
-	(*RecordConsentRequest)(nil),   // 6: schakel.v1.RecordConsentRequest
-	(*RecordConsentResponse)(nil),  // 7: schakel.v1.RecordConsentResponse
-	(*RequestConsentRequest)(nil),  // 8: schakel.v1.RequestConsentRequest
-	(*RequestConsentResponse)(nil), // 9: schakel.v1.RequestConsentResponse
-	(*ProcessConsentRequest)(nil),  // 10: schakel.v1.ProcessConsentRequest
-	(*ProcessConsentResponse)(nil), // 11: schakel.v1.ProcessConsentResponse
-	(*RevokeConsentRequest)(nil),   // 12: schakel.v1.RevokeConsentRequest
-	(*RevokeConsentResponse)(nil),  // 13: schakel.v1.RevokeConsentResponse
-	(*ListConsentsRequest)(nil),    // 14: schakel.v1.ListConsentsRequest
-	(*ListConsentsResponse)(nil),   // 15: schakel.v1.ListConsentsResponse
-	(*ListNoticesRequest)(nil),     // 16: schakel.v1.ListNoticesRequest
-	(*ConsentNotice)(nil),          // 17: schakel.v1.ConsentNotice
-	(*ListNoticesResponse)(nil),    // 18: schakel.v1.ListNoticesResponse
+	(*AccessEmployee)(nil),             // 0: schakel.v1.AccessEmployee
+	(*RequestTokenRequest)(nil),        // 1: schakel.v1.RequestTokenRequest
+	(*RequestTokenResponse)(nil),       // 2: schakel.v1.RequestTokenResponse
+	(*IntrospectRequest)(nil),          // 3: schakel.v1.IntrospectRequest
+	(*IntrospectResponse)(nil),         // 4: schakel.v1.IntrospectResponse
+	(*Consent)(nil),                    // 5: schakel.v1.Consent
+	(*RecordConsentRequest)(nil),       // 6: schakel.v1.RecordConsentRequest
+	(*RecordConsentResponse)(nil),      // 7: schakel.v1.RecordConsentResponse
+	(*RequestConsentRequest)(nil),      // 8: schakel.v1.RequestConsentRequest
+	(*RequestConsentResponse)(nil),     // 9: schakel.v1.RequestConsentResponse
+	(*ProcessConsentRequest)(nil),      // 10: schakel.v1.ProcessConsentRequest
+	(*ProcessConsentResponse)(nil),     // 11: schakel.v1.ProcessConsentResponse
+	(*RevokeConsentRequest)(nil),       // 12: schakel.v1.RevokeConsentRequest
+	(*RevokeConsentResponse)(nil),      // 13: schakel.v1.RevokeConsentResponse
+	(*ListConsentsRequest)(nil),        // 14: schakel.v1.ListConsentsRequest
+	(*ListConsentsResponse)(nil),       // 15: schakel.v1.ListConsentsResponse
+	(*ListNoticesRequest)(nil),         // 16: schakel.v1.ListNoticesRequest
+	(*ConsentNotice)(nil),              // 17: schakel.v1.ConsentNotice
+	(*ListNoticesResponse)(nil),        // 18: schakel.v1.ListNoticesResponse
+	(*IssueReferralGrantRequest)(nil),  // 19: schakel.v1.IssueReferralGrantRequest
+	(*IssueReferralGrantResponse)(nil), // 20: schakel.v1.IssueReferralGrantResponse
+	(*ReceivedGrant)(nil),              // 21: schakel.v1.ReceivedGrant
 }
 var file_schakel_v1_access_proto_depIdxs = []int32{
 	0,  // 0: schakel.v1.RequestTokenRequest.employee:type_name -> schakel.v1.AccessEmployee
@@ -1523,27 +1808,30 @@ var file_schakel_v1_access_proto_depIdxs = []int32{
 	5,  // 5: schakel.v1.RevokeConsentResponse.consent:type_name -> schakel.v1.Consent
 	5,  // 6: schakel.v1.ListConsentsResponse.consents:type_name -> schakel.v1.Consent
 	17, // 7: schakel.v1.ListNoticesResponse.notices:type_name -> schakel.v1.ConsentNotice
-	1,  // 8: schakel.v1.AccessService.RequestToken:input_type -> schakel.v1.RequestTokenRequest
-	3,  // 9: schakel.v1.AccessService.Introspect:input_type -> schakel.v1.IntrospectRequest
-	6,  // 10: schakel.v1.AccessService.RecordConsent:input_type -> schakel.v1.RecordConsentRequest
-	8,  // 11: schakel.v1.AccessService.RequestConsent:input_type -> schakel.v1.RequestConsentRequest
-	10, // 12: schakel.v1.AccessService.ProcessConsent:input_type -> schakel.v1.ProcessConsentRequest
-	12, // 13: schakel.v1.AccessService.RevokeConsent:input_type -> schakel.v1.RevokeConsentRequest
-	14, // 14: schakel.v1.AccessService.ListConsents:input_type -> schakel.v1.ListConsentsRequest
-	16, // 15: schakel.v1.AccessService.ListNotices:input_type -> schakel.v1.ListNoticesRequest
-	2,  // 16: schakel.v1.AccessService.RequestToken:output_type -> schakel.v1.RequestTokenResponse
-	4,  // 17: schakel.v1.AccessService.Introspect:output_type -> schakel.v1.IntrospectResponse
-	7,  // 18: schakel.v1.AccessService.RecordConsent:output_type -> schakel.v1.RecordConsentResponse
-	9,  // 19: schakel.v1.AccessService.RequestConsent:output_type -> schakel.v1.RequestConsentResponse
-	11, // 20: schakel.v1.AccessService.ProcessConsent:output_type -> schakel.v1.ProcessConsentResponse
-	13, // 21: schakel.v1.AccessService.RevokeConsent:output_type -> schakel.v1.RevokeConsentResponse
-	15, // 22: schakel.v1.AccessService.ListConsents:output_type -> schakel.v1.ListConsentsResponse
-	18, // 23: schakel.v1.AccessService.ListNotices:output_type -> schakel.v1.ListNoticesResponse
-	16, // [16:24] is the sub-list for method output_type
-	8,  // [8:16] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	21, // 8: schakel.v1.ListNoticesResponse.grants:type_name -> schakel.v1.ReceivedGrant
+	1,  // 9: schakel.v1.AccessService.RequestToken:input_type -> schakel.v1.RequestTokenRequest
+	3,  // 10: schakel.v1.AccessService.Introspect:input_type -> schakel.v1.IntrospectRequest
+	6,  // 11: schakel.v1.AccessService.RecordConsent:input_type -> schakel.v1.RecordConsentRequest
+	8,  // 12: schakel.v1.AccessService.RequestConsent:input_type -> schakel.v1.RequestConsentRequest
+	10, // 13: schakel.v1.AccessService.ProcessConsent:input_type -> schakel.v1.ProcessConsentRequest
+	12, // 14: schakel.v1.AccessService.RevokeConsent:input_type -> schakel.v1.RevokeConsentRequest
+	14, // 15: schakel.v1.AccessService.ListConsents:input_type -> schakel.v1.ListConsentsRequest
+	19, // 16: schakel.v1.AccessService.IssueReferralGrant:input_type -> schakel.v1.IssueReferralGrantRequest
+	16, // 17: schakel.v1.AccessService.ListNotices:input_type -> schakel.v1.ListNoticesRequest
+	2,  // 18: schakel.v1.AccessService.RequestToken:output_type -> schakel.v1.RequestTokenResponse
+	4,  // 19: schakel.v1.AccessService.Introspect:output_type -> schakel.v1.IntrospectResponse
+	7,  // 20: schakel.v1.AccessService.RecordConsent:output_type -> schakel.v1.RecordConsentResponse
+	9,  // 21: schakel.v1.AccessService.RequestConsent:output_type -> schakel.v1.RequestConsentResponse
+	11, // 22: schakel.v1.AccessService.ProcessConsent:output_type -> schakel.v1.ProcessConsentResponse
+	13, // 23: schakel.v1.AccessService.RevokeConsent:output_type -> schakel.v1.RevokeConsentResponse
+	15, // 24: schakel.v1.AccessService.ListConsents:output_type -> schakel.v1.ListConsentsResponse
+	20, // 25: schakel.v1.AccessService.IssueReferralGrant:output_type -> schakel.v1.IssueReferralGrantResponse
+	18, // 26: schakel.v1.AccessService.ListNotices:output_type -> schakel.v1.ListNoticesResponse
+	18, // [18:27] is the sub-list for method output_type
+	9,  // [9:18] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_schakel_v1_access_proto_init() }
@@ -1557,7 +1845,7 @@ func file_schakel_v1_access_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_schakel_v1_access_proto_rawDesc), len(file_schakel_v1_access_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

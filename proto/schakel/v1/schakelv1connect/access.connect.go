@@ -59,6 +59,9 @@ const (
 	// AccessServiceListConsentsProcedure is the fully-qualified name of the AccessService's
 	// ListConsents RPC.
 	AccessServiceListConsentsProcedure = "/schakel.v1.AccessService/ListConsents"
+	// AccessServiceIssueReferralGrantProcedure is the fully-qualified name of the AccessService's
+	// IssueReferralGrant RPC.
+	AccessServiceIssueReferralGrantProcedure = "/schakel.v1.AccessService/IssueReferralGrant"
 	// AccessServiceListNoticesProcedure is the fully-qualified name of the AccessService's ListNotices
 	// RPC.
 	AccessServiceListNoticesProcedure = "/schakel.v1.AccessService/ListNotices"
@@ -86,7 +89,12 @@ type AccessServiceClient interface {
 	RevokeConsent(context.Context, *connect.Request[v1.RevokeConsentRequest]) (*connect.Response[v1.RevokeConsentResponse], error)
 	// ListConsents lists a hosted custodian's consents, for a patient (by BSN) or by status.
 	ListConsents(context.Context, *connect.Request[v1.ListConsentsRequest]) (*connect.Response[v1.ListConsentsResponse], error)
-	// ListNotices lists the consent notices a hosted portal organisation received back.
+	// IssueReferralGrant, at the referring custodian, grants one named receiving organisation access
+	// to a patient's data for planned care without consent: short-lived, scoped to data categories
+	// and resources, signed by the custodian and delivered to the grantee point to point.
+	IssueReferralGrant(context.Context, *connect.Request[v1.IssueReferralGrantRequest]) (*connect.Response[v1.IssueReferralGrantResponse], error)
+	// ListNotices lists the consent notices a hosted portal organisation received back, and the
+	// referral grants a hosted organisation received.
 	ListNotices(context.Context, *connect.Request[v1.ListNoticesRequest]) (*connect.Response[v1.ListNoticesResponse], error)
 }
 
@@ -145,6 +153,12 @@ func NewAccessServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		issueReferralGrant: connect.NewClient[v1.IssueReferralGrantRequest, v1.IssueReferralGrantResponse](
+			httpClient,
+			baseURL+AccessServiceIssueReferralGrantProcedure,
+			connect.WithSchema(accessServiceMethods.ByName("IssueReferralGrant")),
+			connect.WithClientOptions(opts...),
+		),
 		listNotices: connect.NewClient[v1.ListNoticesRequest, v1.ListNoticesResponse](
 			httpClient,
 			baseURL+AccessServiceListNoticesProcedure,
@@ -157,14 +171,15 @@ func NewAccessServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 
 // accessServiceClient implements AccessServiceClient.
 type accessServiceClient struct {
-	requestToken   *connect.Client[v1.RequestTokenRequest, v1.RequestTokenResponse]
-	introspect     *connect.Client[v1.IntrospectRequest, v1.IntrospectResponse]
-	recordConsent  *connect.Client[v1.RecordConsentRequest, v1.RecordConsentResponse]
-	requestConsent *connect.Client[v1.RequestConsentRequest, v1.RequestConsentResponse]
-	processConsent *connect.Client[v1.ProcessConsentRequest, v1.ProcessConsentResponse]
-	revokeConsent  *connect.Client[v1.RevokeConsentRequest, v1.RevokeConsentResponse]
-	listConsents   *connect.Client[v1.ListConsentsRequest, v1.ListConsentsResponse]
-	listNotices    *connect.Client[v1.ListNoticesRequest, v1.ListNoticesResponse]
+	requestToken       *connect.Client[v1.RequestTokenRequest, v1.RequestTokenResponse]
+	introspect         *connect.Client[v1.IntrospectRequest, v1.IntrospectResponse]
+	recordConsent      *connect.Client[v1.RecordConsentRequest, v1.RecordConsentResponse]
+	requestConsent     *connect.Client[v1.RequestConsentRequest, v1.RequestConsentResponse]
+	processConsent     *connect.Client[v1.ProcessConsentRequest, v1.ProcessConsentResponse]
+	revokeConsent      *connect.Client[v1.RevokeConsentRequest, v1.RevokeConsentResponse]
+	listConsents       *connect.Client[v1.ListConsentsRequest, v1.ListConsentsResponse]
+	issueReferralGrant *connect.Client[v1.IssueReferralGrantRequest, v1.IssueReferralGrantResponse]
+	listNotices        *connect.Client[v1.ListNoticesRequest, v1.ListNoticesResponse]
 }
 
 // RequestToken calls schakel.v1.AccessService.RequestToken.
@@ -202,6 +217,11 @@ func (c *accessServiceClient) ListConsents(ctx context.Context, req *connect.Req
 	return c.listConsents.CallUnary(ctx, req)
 }
 
+// IssueReferralGrant calls schakel.v1.AccessService.IssueReferralGrant.
+func (c *accessServiceClient) IssueReferralGrant(ctx context.Context, req *connect.Request[v1.IssueReferralGrantRequest]) (*connect.Response[v1.IssueReferralGrantResponse], error) {
+	return c.issueReferralGrant.CallUnary(ctx, req)
+}
+
 // ListNotices calls schakel.v1.AccessService.ListNotices.
 func (c *accessServiceClient) ListNotices(ctx context.Context, req *connect.Request[v1.ListNoticesRequest]) (*connect.Response[v1.ListNoticesResponse], error) {
 	return c.listNotices.CallUnary(ctx, req)
@@ -229,7 +249,12 @@ type AccessServiceHandler interface {
 	RevokeConsent(context.Context, *connect.Request[v1.RevokeConsentRequest]) (*connect.Response[v1.RevokeConsentResponse], error)
 	// ListConsents lists a hosted custodian's consents, for a patient (by BSN) or by status.
 	ListConsents(context.Context, *connect.Request[v1.ListConsentsRequest]) (*connect.Response[v1.ListConsentsResponse], error)
-	// ListNotices lists the consent notices a hosted portal organisation received back.
+	// IssueReferralGrant, at the referring custodian, grants one named receiving organisation access
+	// to a patient's data for planned care without consent: short-lived, scoped to data categories
+	// and resources, signed by the custodian and delivered to the grantee point to point.
+	IssueReferralGrant(context.Context, *connect.Request[v1.IssueReferralGrantRequest]) (*connect.Response[v1.IssueReferralGrantResponse], error)
+	// ListNotices lists the consent notices a hosted portal organisation received back, and the
+	// referral grants a hosted organisation received.
 	ListNotices(context.Context, *connect.Request[v1.ListNoticesRequest]) (*connect.Response[v1.ListNoticesResponse], error)
 }
 
@@ -284,6 +309,12 @@ func NewAccessServiceHandler(svc AccessServiceHandler, opts ...connect.HandlerOp
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	accessServiceIssueReferralGrantHandler := connect.NewUnaryHandler(
+		AccessServiceIssueReferralGrantProcedure,
+		svc.IssueReferralGrant,
+		connect.WithSchema(accessServiceMethods.ByName("IssueReferralGrant")),
+		connect.WithHandlerOptions(opts...),
+	)
 	accessServiceListNoticesHandler := connect.NewUnaryHandler(
 		AccessServiceListNoticesProcedure,
 		svc.ListNotices,
@@ -307,6 +338,8 @@ func NewAccessServiceHandler(svc AccessServiceHandler, opts ...connect.HandlerOp
 			accessServiceRevokeConsentHandler.ServeHTTP(w, r)
 		case AccessServiceListConsentsProcedure:
 			accessServiceListConsentsHandler.ServeHTTP(w, r)
+		case AccessServiceIssueReferralGrantProcedure:
+			accessServiceIssueReferralGrantHandler.ServeHTTP(w, r)
 		case AccessServiceListNoticesProcedure:
 			accessServiceListNoticesHandler.ServeHTTP(w, r)
 		default:
@@ -344,6 +377,10 @@ func (UnimplementedAccessServiceHandler) RevokeConsent(context.Context, *connect
 
 func (UnimplementedAccessServiceHandler) ListConsents(context.Context, *connect.Request[v1.ListConsentsRequest]) (*connect.Response[v1.ListConsentsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("schakel.v1.AccessService.ListConsents is not implemented"))
+}
+
+func (UnimplementedAccessServiceHandler) IssueReferralGrant(context.Context, *connect.Request[v1.IssueReferralGrantRequest]) (*connect.Response[v1.IssueReferralGrantResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("schakel.v1.AccessService.IssueReferralGrant is not implemented"))
 }
 
 func (UnimplementedAccessServiceHandler) ListNotices(context.Context, *connect.Request[v1.ListNoticesRequest]) (*connect.Response[v1.ListNoticesResponse], error) {
