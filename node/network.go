@@ -217,19 +217,8 @@ func (b *peerBackend) Admitted(ctx context.Context, p peer.ID) (string, bool) {
 
 // credentialed reports whether org holds a valid OrganizationCredential from a trusted register.
 func (b *peerBackend) credentialed(ctx context.Context, org string) bool {
-	cs, err := b.n.creds.List(ctx, vc.Filter{Party: org, Kind: vc.OrganizationCredential})
-	if err != nil {
-		return false
-	}
-	for _, c := range cs {
-		if c.Subject != org {
-			continue
-		}
-		if _, err := b.n.creds.Verifier().Verify(ctx, c.JWT); err == nil {
-			return true
-		}
-	}
-	return false
+	_, ok := b.n.orgCredential(ctx, org)
+	return ok
 }
 
 // Introduction implements network.Backend: for every hosted organisation, what admits it — the

@@ -6,13 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/schakel-health/schakel/crypto"
-	"github.com/schakel-health/schakel/internal/did"
 	"github.com/schakel-health/schakel/internal/network/outbox"
 	"github.com/schakel-health/schakel/internal/store"
 	schakelv1 "github.com/schakel-health/schakel/proto/schakel/v1"
@@ -123,24 +121,11 @@ func (n *Node) agreementKey(ctx context.Context, h *hosted, m *outbox.Message) (
 	if err != nil {
 		return nil, err
 	}
-	k, err := n.keys.Get(ctx, h.AgreementKey)
-	if err == nil && k.KID() == kid {
-		return k, nil
+	org, k, err := n.recipientKey(ctx, kid)
+	if err != nil || org != h.DID {
+		return nil, fmt.Errorf("%w: no key-agreement key %s for %s", outbox.ErrWrongRecipient, kid, h.DID)
 	}
-	names, err := n.keys.List(ctx)
-	if err != nil {
-		return nil, err
-	}
-	prefix := strings.TrimPrefix(h.DID, did.Method) + ".enc."
-	for _, name := range names {
-		if !strings.HasPrefix(name, prefix) {
-			continue
-		}
-		if k, err := n.keys.Get(ctx, name); err == nil && k.KID() == kid {
-			return k, nil
-		}
-	}
-	return nil, fmt.Errorf("%w: no key-agreement key %s for %s", outbox.ErrWrongRecipient, kid, h.DID)
+	return k, nil
 }
 
 // Messages returns the private messages a hosted organisation received, oldest first.
