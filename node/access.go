@@ -158,7 +158,8 @@ type decision struct {
 	result               consent.Result
 	oauth                *authz.OAuthError // set for a refusal
 	tokenID              string
-	jwe                  []byte // the assertion as received
+	jwe                  []byte      // the assertion as received
+	spent                store.Batch // records the assertion's jti as used, with the log entry
 }
 
 // decideToken opens the assertion, decides, logs the decision (durably, before answering) and
@@ -174,13 +175,17 @@ func (n *Node) decideToken(ctx context.Context, p peer.ID, jwe []byte) (*schakel
 	if d.custodian == "" {
 		return &schakelv1.PeerServiceRequestTokenResponse{Error: "invalid_request", ErrorDescription: "the assertion is not addressed to an organisation hosted here"}, nil
 	}
-	claims, err := n.verifier.Open(ctx, jwe)
+	// The jti's use is recorded in the decision's log entry: one fsync for both, and a decision
+	// is never durable without its jti spent, nor the jti without its decision.
+	claims, reserved, err := n.verifier.OpenReserved(ctx, jwe)
+	defer reserved.Release()
 	if err != nil {
 		d.oauth = authz.ToOAuth(err)
 		d.result = consent.Result{Reason: consent.ReasonInvalidRequest, Detail: d.oauth.Description}
 	} else {
 		d.claims, d.requester = claims, claims.Issuer
 		n.decide(ctx, p, &d, now)
+		reserved.Record(&d.spent)
 	}
 	return n.answer(ctx, p, &d, now)
 }
@@ -297,7 +302,7 @@ func (n *Node) answer(ctx context.Context, p peer.ID, d *decision, now time.Time
 			e.Basis.ConsentIDs = []string{r.ConsentID}
 		}
 	}
-	rc, err := l.log.Append(ctx, e)
+	rc, err := l.log.AppendWith(ctx, e, &d.spent)
 	if err != nil {
 		return nil, err
 	}

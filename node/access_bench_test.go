@@ -12,6 +12,7 @@ import (
 
 	"github.com/schakel-health/schakel/crypto"
 	"github.com/schakel-health/schakel/internal/authz"
+	"github.com/schakel-health/schakel/internal/register"
 	schakelv1 "github.com/schakel-health/schakel/proto/schakel/v1"
 )
 
@@ -21,8 +22,14 @@ var accessInflight = flag.Int("access-inflight", 64, "token requests in flight i
 // consents, and a requesting node; it returns the custodian, the requester's peer id and n
 // assertions made by the requester.
 func accessSetup(b testing.TB, n int) (*netNode, peer.ID, [][]byte) {
+	gp, p, a, _ := accessSetupOn(b, newRegister(b), n)
+	return gp, p, a
+}
+
+// accessSetupOn is accessSetup with the register given; it also returns the custodian's data
+// directory.
+func accessSetupOn(b testing.TB, reg *register.Register, n int) (*netNode, peer.ID, [][]byte, string) {
 	ctx := b.Context()
-	reg := newRegister(b)
 	dir := b.TempDir()
 	if _, err := Init(dir); err != nil {
 		b.Fatal(err)
@@ -62,7 +69,7 @@ func accessSetup(b testing.TB, n int) (*netNode, peer.ID, [][]byte) {
 			b.Fatal(err)
 		}
 	}
-	return gp, hospital.PeerID(), assertions
+	return gp, hospital.PeerID(), assertions, dir
 }
 
 // BenchmarkAccessDecision measures what the custodian's node does per token request, on its

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/schakel-health/schakel/internal/accesslog/verify"
 	"github.com/schakel-health/schakel/internal/authz"
 	"github.com/schakel-health/schakel/internal/consent"
 	"github.com/schakel-health/schakel/internal/register"
@@ -279,4 +280,53 @@ func TestAccessRules(t *testing.T) {
 		t.Errorf("the GP practice's log holds %d refusals, the hospital was refused %d times", logged, refusals)
 	}
 	_ = context.Background
+}
+
+// TestAccessReplayAfterRestart: the jti of a decided assertion is spent in the same transaction
+// as the decision's log entry, so the custodian refuses the assertion again after a restart, and
+// both decisions are in its log.
+func TestAccessReplayAfterRestart(t *testing.T) {
+	reg := newRegister(t)
+	gp, p, assertions, dir := accessSetupOn(t, reg, 1)
+	ctx := t.Context()
+	resp, err := gp.decideToken(ctx, p, assertions[0])
+	if err != nil || resp.GetAccessToken() == "" {
+		t.Fatalf("first use: %+v, %v", resp, err)
+	}
+	org := gp.org
+	if err := gp.Node.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	gp = startNetNode(t, reg, dir, "gp")
+	gp.org = org
+	resp, err = gp.decideToken(ctx, p, assertions[0])
+	if err != nil {
+		t.Fatalf("replay after restart: %v", err)
+	}
+	if resp.GetAccessToken() != "" || resp.GetError() != "invalid_grant" || !strings.Contains(resp.GetErrorDescription(), "replayed") {
+		t.Fatalf("replay after restart answered %+v, want invalid_grant: replayed", resp)
+	}
+	// The setup's 1,000 consents come first.
+	list, err := gp.ListEntries(ctx, &schakelv1.ListEntriesRequest{Organization: org, Start: 1000, Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var granted, refused int
+	for _, raw := range list.GetEntries() {
+		e, err := verify.ParseEntry([]byte(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Event == verify.EventAccessDecision && e.Action == "token" {
+			switch e.Outcome {
+			case verify.OutcomeGranted:
+				granted++
+			case verify.OutcomeRefused:
+				refused++
+			}
+		}
+	}
+	if granted != 1 || refused != 1 {
+		t.Fatalf("custodian's log holds %d granted and %d refused token decisions, want 1 and 1", granted, refused)
+	}
 }

@@ -416,6 +416,9 @@ func (g *group) place(r *request, t time.Time) error {
 	if err := g.set(l.fk.entry(st.size), b); err != nil {
 		return err
 	}
+	if err := r.with.AddTo(g.txn, r.at); err != nil {
+		return fmt.Errorf("writes with entry %d: %w", st.size, err)
+	}
 	row := make([]byte, 0, len(hashes)*tlog.HashSize)
 	for j, h := range hashes {
 		row = append(row, h[:]...)

@@ -77,6 +77,8 @@ type request struct {
 	cost    txnCost      // upper bound of what the entry adds to a badger transaction
 	tmpl    template     // the entry encoded by prepare, when spliced
 	spliced bool
+	with    *store.Batch // writes committed in the entry's transaction, or nil
+	at      time.Time    // when Append was called: with's TTLs count from it
 	state   atomic.Int32
 	res     Receipt
 	err     error
@@ -362,12 +364,32 @@ func (l *Log) finalCheckpoint() error {
 // Append waits for the result. When the queue holds Config.MaxQueue appends, Append waits for
 // room.
 func (l *Log) Append(ctx context.Context, e *verify.Entry) (Receipt, error) {
+	return l.AppendWith(ctx, e, nil)
+}
+
+// AppendWith is Append with more writes, with, committed in the entry's transaction: both are
+// durable or neither is. A node records the use of a token request's one-time identifier this
+// way, with the decision it led to, for one fsync instead of two. A with that store.DB.Write
+// would refuse fails the append before anything is queued. with MUST NOT change until
+// AppendWith returns.
+func (l *Log) AppendWith(ctx context.Context, e *verify.Entry, with *store.Batch) (Receipt, error) {
 	if err := ctx.Err(); err != nil {
 		return Receipt{}, fmt.Errorf("accesslog: append: %w", err)
 	}
 	r, err := l.prepare(e)
 	if err != nil {
 		return Receipt{}, fmt.Errorf("accesslog: append: %w", err)
+	}
+	if with != nil && with.Len() > 0 {
+		if err := l.db.Check(with); err != nil {
+			return Receipt{}, fmt.Errorf("accesslog: append: %w", err)
+		}
+		bytes, count := with.Cost()
+		r.cost = r.cost.add(txnCost{bytes: bytes, count: count})
+		if !r.cost.within(l.budget) {
+			return Receipt{}, fmt.Errorf("accesslog: append: %w: %d more writes of %d bytes do not fit in one transaction", ErrInvalidEntry, count, bytes)
+		}
+		r.with, r.at = with, time.Now()
 	}
 	for queued := false; !queued; {
 		l.mu.Lock()

@@ -1004,3 +1004,45 @@ func TestOrigin(t *testing.T) {
 		})
 	}
 }
+
+var withNS = store.MustNamespace("test-with")
+
+func TestAppendWith(t *testing.T) {
+	key := newLogKey(t, testOrigin)
+	db := memDB(t)
+	l := openLog(t, Config{CheckpointEvery: 1000}, db, testOrigin, key)
+	var b store.Batch
+	b.Set(withNS, []byte("spent"), []byte{1})
+	b.SetTTL(withNS, []byte("spent-ttl"), []byte{2}, time.Hour)
+	r, err := l.AppendWith(t.Context(), sampleEntry(0, pseudonym(1, 1)), &b)
+	if err != nil || r.Index != 0 {
+		t.Fatalf("AppendWith: index %d, %v", r.Index, err)
+	}
+	if err := db.View(t.Context(), func(tx *store.Txn) error {
+		for _, k := range []string{"spent", "spent-ttl"} {
+			if ok, err := tx.Has(withNS, []byte(k)); err != nil || !ok {
+				return fmt.Errorf("%s written with the entry: %v, %v", k, ok, err)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// A batch store.DB.Write would refuse fails the append, and nothing is written.
+	before := dumpDB(t, db)
+	var bad store.Batch
+	bad.SetTTL(withNS, []byte("k"), []byte{1}, -time.Second)
+	if _, err := l.AppendWith(t.Context(), sampleEntry(1, pseudonym(1, 1)), &bad); err == nil {
+		t.Fatal("AppendWith of a batch with a negative TTL succeeded")
+	}
+	var huge store.Batch
+	huge.Set(withNS, []byte("k"), make([]byte, 2<<20))
+	if _, err := l.AppendWith(t.Context(), sampleEntry(1, pseudonym(1, 1)), &huge); err == nil {
+		t.Fatal("AppendWith of a value beyond MaxValueSize succeeded")
+	}
+	sameDump(t, before, dumpDB(t, db))
+	if r, err := l.AppendWith(t.Context(), sampleEntry(1, pseudonym(1, 1)), nil); err != nil || r.Index != 1 {
+		t.Fatalf("AppendWith(nil) after refusals: index %d, %v; want 1", r.Index, err)
+	}
+}

@@ -336,3 +336,35 @@ func TestNewVerifierConfig(t *testing.T) {
 		t.Fatal("NewVerifier without recipient: no error")
 	}
 }
+
+func TestOpenReserved(t *testing.T) {
+	f := newFixture(t)
+	jwe := f.assertion(f.claims())
+	c, r, err := f.verifier.OpenReserved(t.Context(), jwe)
+	if err != nil || c == nil || r == nil {
+		t.Fatalf("OpenReserved: %v", err)
+	}
+	// Held: a concurrent use of the jti is a replay even before the record is written.
+	if _, _, err := f.verifier.OpenReserved(t.Context(), jwe); !errors.Is(err, ErrReplay) {
+		t.Fatalf("OpenReserved while reserved: %v, want %v", err, ErrReplay)
+	}
+	// Released without its record durable (the caller's transaction failed): not spent.
+	r.Release()
+	r.Release() // idempotent
+	_, r, err = f.verifier.OpenReserved(t.Context(), jwe)
+	if err != nil {
+		t.Fatalf("OpenReserved after a release without record: %v", err)
+	}
+	var b store.Batch
+	r.Record(&b)
+	if err := f.db.Write(t.Context(), &b); err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	r.Release()
+	// Recorded and released: spent.
+	if _, _, err := f.verifier.OpenReserved(t.Context(), jwe); !errors.Is(err, ErrReplay) {
+		t.Fatalf("OpenReserved after the record: %v, want %v", err, ErrReplay)
+	}
+	var none *Reservation
+	none.Release() // the nil reservation of a failed open
+}

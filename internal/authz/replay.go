@@ -68,20 +68,61 @@ func replayKey(scope, owner, id string) [32]byte {
 // expired, or a storage error, which wraps none of this package's classes: the caller then
 // refuses with server_error. Only a nil error means the use was recorded durably.
 func (c *ReplayCache) use(ctx context.Context, scope, owner, id string, ttl time.Duration) error {
+	r, err := c.reserve(ctx, scope, owner, id, ttl)
+	if err != nil {
+		return err
+	}
+	defer r.Release()
+	var b store.Batch
+	r.Record(&b)
+	if err := c.db.Write(ctx, &b); err != nil {
+		return fmt.Errorf("replay cache: %w", err)
+	}
+	return nil
+}
+
+// A Reservation is a use of a one-time identifier that was checked unused and is held against
+// concurrent uses, but is not yet recorded: its holder writes Record's write in a transaction of
+// its own (the node, in the access-log entry of the decision) and then calls Release. A use whose
+// write never became durable is not remembered, so the identifier may be presented again; that
+// is safe because nothing was answered on it.
+type Reservation struct {
+	c    *ReplayCache
+	k    [32]byte
+	ttl  time.Duration
+	once sync.Once
+}
+
+// Record adds the write that remembers the use to b.
+func (r *Reservation) Record(b *store.Batch) {
+	b.SetTTL(replayNS, r.k[:], []byte{1}, max(r.ttl, time.Second))
+}
+
+// Release ends the reservation; call it once Record's write is durable or was abandoned. It is
+// idempotent.
+func (r *Reservation) Release() {
+	if r == nil {
+		return
+	}
+	r.once.Do(func() {
+		r.c.mu.Lock()
+		delete(r.c.pending, r.k)
+		r.c.mu.Unlock()
+	})
+}
+
+// reserve checks that id, issued by owner, is unused in scope and holds it against concurrent
+// uses. It fails like use.
+func (c *ReplayCache) reserve(ctx context.Context, scope, owner, id string, ttl time.Duration) (*Reservation, error) {
 	k := replayKey(scope, owner, id)
 	c.mu.Lock()
 	if _, busy := c.pending[k]; busy {
 		c.mu.Unlock()
-		return fmt.Errorf("%w: jti %q of %s", ErrReplay, clip(id), clip(owner))
+		return nil, fmt.Errorf("%w: jti %q of %s", ErrReplay, clip(id), clip(owner))
 	}
 	c.pending[k] = struct{}{}
 	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		delete(c.pending, k)
-		c.mu.Unlock()
-	}()
-
+	r := &Reservation{c: c, k: k, ttl: ttl}
 	var seen bool
 	err := c.db.View(ctx, func(tx *store.Txn) error {
 		var err error
@@ -89,15 +130,12 @@ func (c *ReplayCache) use(ctx context.Context, scope, owner, id string, ttl time
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("replay cache: %w", err)
+		r.Release()
+		return nil, fmt.Errorf("replay cache: %w", err)
 	}
 	if seen {
-		return fmt.Errorf("%w: jti %q of %s", ErrReplay, clip(id), clip(owner))
+		r.Release()
+		return nil, fmt.Errorf("%w: jti %q of %s", ErrReplay, clip(id), clip(owner))
 	}
-	var b store.Batch
-	b.SetTTL(replayNS, k[:], []byte{1}, max(ttl, time.Second))
-	if err := c.db.Write(ctx, &b); err != nil {
-		return fmt.Errorf("replay cache: %w", err)
-	}
-	return nil
+	return r, nil
 }

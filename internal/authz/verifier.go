@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/schakel-health/schakel/internal/store"
 	"time"
 
 	"github.com/schakel-health/schakel/crypto"
@@ -93,32 +94,53 @@ func NewVerifier(cfg VerifierConfig, recipient RecipientKey, resolve KeyResolver
 // A failure of the replay store wraps neither and maps to server_error: the assertion is refused
 // but not spent.
 func (v *Verifier) Open(ctx context.Context, jwe []byte) (*AssertionClaims, error) {
+	c, r, err := v.OpenReserved(ctx, jwe)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Release()
+	var b store.Batch
+	r.Record(&b)
+	if err := v.replay.db.Write(ctx, &b); err != nil {
+		return nil, fmt.Errorf("open assertion %s: replay cache: %w", clip(c.ID), err)
+	}
+	return c, nil
+}
+
+// OpenReserved is Open without recording the jti's use: it returns the claims with a
+// [Reservation] that holds the jti against concurrent uses. The caller writes the reservation's
+// record in its own transaction — the node does so in the access-log entry of the decision, one
+// fsync for both — and releases it once that is durable or abandoned. Until then the jti is not
+// spent: a caller that answers before the record is durable breaks replay protection across a
+// crash.
+func (v *Verifier) OpenReserved(ctx context.Context, jwe []byte) (*AssertionClaims, *Reservation, error) {
 	if len(jwe) > MaxAssertionSize {
-		return nil, fmt.Errorf("open assertion: %w: %w: %d bytes, limit %d", ErrInvalidGrant, ErrTooLarge, len(jwe), MaxAssertionSize)
+		return nil, nil, fmt.Errorf("open assertion: %w: %w: %d bytes, limit %d", ErrInvalidGrant, ErrTooLarge, len(jwe), MaxAssertionSize)
 	}
 	p, err := v.open(ctx, jwe)
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
-			return nil, fmt.Errorf("open assertion: %w", ctxErr)
+			return nil, nil, fmt.Errorf("open assertion: %w", ctxErr)
 		}
-		return nil, fmt.Errorf("open assertion: %w: %w", ErrInvalidGrant, err)
+		return nil, nil, fmt.Errorf("open assertion: %w: %w", ErrInvalidGrant, err)
 	}
 	now := v.cfg.Now()
 	iat, exp := fromUnix(p.Iat), fromUnix(p.Exp)
 	switch {
 	case iat.After(now.Add(v.cfg.MaxSkew)):
-		return nil, fmt.Errorf("open assertion %s: %w: %w: iat %s, now %s", clip(p.Jti), ErrInvalidGrant, ErrNotYetValid,
+		return nil, nil, fmt.Errorf("open assertion %s: %w: %w: iat %s, now %s", clip(p.Jti), ErrInvalidGrant, ErrNotYetValid,
 			iat.Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	case !now.Before(exp.Add(v.cfg.MaxSkew)):
-		return nil, fmt.Errorf("open assertion %s: %w: %w at %s", clip(p.Jti), ErrInvalidGrant, ErrExpired, exp.Format(time.RFC3339))
+		return nil, nil, fmt.Errorf("open assertion %s: %w: %w at %s", clip(p.Jti), ErrInvalidGrant, ErrExpired, exp.Format(time.RFC3339))
 	}
-	if err := v.replay.use(ctx, scopeAssertion, p.Iss, p.Jti, exp.Add(v.cfg.MaxSkew).Sub(now)); err != nil {
+	r, err := v.replay.reserve(ctx, scopeAssertion, p.Iss, p.Jti, exp.Add(v.cfg.MaxSkew).Sub(now))
+	if err != nil {
 		if errors.Is(err, ErrReplay) {
-			return nil, fmt.Errorf("open assertion: %w: %w", ErrInvalidGrant, err)
+			return nil, nil, fmt.Errorf("open assertion: %w: %w", ErrInvalidGrant, err)
 		}
-		return nil, fmt.Errorf("open assertion %s: %w", clip(p.Jti), err)
+		return nil, nil, fmt.Errorf("open assertion %s: %w", clip(p.Jti), err)
 	}
-	return p.claims(), nil
+	return p.claims(), r, nil
 }
 
 // open runs steps 2 to 6 and the lifetime bound of step 7 of Open.

@@ -239,3 +239,43 @@ func ack(reqs []*writeReq, err error) {
 		r.done <- err
 	}
 }
+
+// Check returns the error Write would return for b without writing it: a misuse recorded while
+// b was built or a write larger than db allows. A nil b passes.
+func (db *DB) Check(b *Batch) error {
+	if b == nil {
+		return nil
+	}
+	if b.err != nil {
+		return b.err
+	}
+	for _, o := range b.ops {
+		if err := db.checkOp(o); err != nil {
+			return fmt.Errorf("store: write: %w", err)
+		}
+	}
+	return nil
+}
+
+// Cost returns an upper bound of what b adds to a badger transaction, counted as badger counts
+// (Txn.checkSize): bytes of keys, values and per-write overhead, and the number of writes.
+func (b *Batch) Cost() (bytes, count int64) {
+	for _, o := range b.ops {
+		bytes += int64(len(o.key) + len(o.value) + 14)
+	}
+	return bytes, int64(len(b.ops))
+}
+
+// AddTo adds b's writes to txn, their TTLs counted from at. It is for code that writes its own
+// badger transactions and needs b committed atomically with them; db.Check(b) first, since a
+// write badger refuses at commit fails the whole transaction.
+func (b *Batch) AddTo(txn *badger.Txn, at time.Time) error {
+	if b == nil {
+		return nil
+	}
+	if b.err != nil {
+		return b.err
+	}
+	_, err := addBatches(txn, []*writeReq{{ops: b.ops, at: at}})
+	return err
+}
