@@ -39,6 +39,8 @@ type Store struct {
 
 	mu  sync.Mutex // serialises writes and the hooks that follow them
 	gen atomic.Uint64
+	// preds remembers Predecessors; AddSuccession invalidates it.
+	preds *store.Memo[string, []string]
 }
 
 // New returns a Store over db. It starts nothing and writes nothing.
@@ -49,7 +51,8 @@ func New(cfg Config, db *store.DB) (*Store, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Store{db: db, now: cfg.Now, onChange: cfg.OnChange, onGrantChange: cfg.OnGrantChange}, nil
+	return &Store{db: db, now: cfg.Now, onChange: cfg.OnChange, onGrantChange: cfg.OnGrantChange,
+		preds: store.NewMemo[string, []string](4096)}, nil
 }
 
 // Generation returns a counter that increases with every committed change to consents, grants

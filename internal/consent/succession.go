@@ -28,6 +28,7 @@ func (s *Store) AddSuccession(ctx context.Context, predecessor, successor string
 	case predecessor == successor:
 		return fmt.Errorf("add succession: %w", invalid("an organisation cannot succeed itself"))
 	}
+	defer s.preds.Invalidate()
 	err := s.update(ctx, func(tx *store.Txn, _ *changes) error {
 		key := successionKey(successor, predecessor)
 		if ok, err := tx.Has(ns, key); err != nil || ok {
@@ -67,16 +68,20 @@ func (s *Store) Predecessors(ctx context.Context, did string) ([]string, error) 
 	if !validDID(did) {
 		return nil, fmt.Errorf("predecessors: %w", invalid("not a DID of at most %d bytes", maxDID))
 	}
-	var out []string
-	err := s.db.View(ctx, func(tx *store.Txn) error {
-		var err error
-		out, err = predecessorsTx(tx, did)
-		return err
+	// Successions are rare and every decision asks: the answer is remembered until the next.
+	out, err := s.preds.Get(did, func() ([]string, error) {
+		var out []string
+		err := s.db.View(ctx, func(tx *store.Txn) error {
+			var err error
+			out, err = predecessorsTx(tx, did)
+			return err
+		})
+		return out, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("predecessors: %w", err)
 	}
-	return out, nil
+	return slices.Clip(out), nil
 }
 
 // Custodians returns did followed by its Predecessors: the custodians whose consents count when

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -39,6 +40,8 @@ type Catalog struct {
 	// fresh carries documents this node made (not received from a peer), once committed, to be
 	// gossiped. When it is full they are not gossiped: peers get them by reconciliation.
 	fresh chan []byte
+	// peerOrgs remembers PeerOrganizations; a change of a binding invalidates it.
+	peerOrgs *store.Memo[peer.ID, []string]
 }
 
 type fromPeerKey struct{}
@@ -57,7 +60,7 @@ func NewCatalog(db *store.DB) (*Catalog, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Catalog{db: db, idx: idx, fresh: make(chan []byte, 1024)}, nil
+	return &Catalog{db: db, idx: idx, fresh: make(chan []byte, 1024), peerOrgs: store.NewMemo[peer.ID, []string](4096)}, nil
 }
 
 // Index returns the reconciliation index.
@@ -109,6 +112,7 @@ func (c *Catalog) bindings(tx *store.Txn, doc []byte, removed bool) error {
 	if err := json.Unmarshal(payload, &d); err != nil {
 		return fmt.Errorf("network: DID document: %w", err)
 	}
+	tx.OnCommit(c.peerOrgs.Invalidate)
 	for _, p := range d.PeerIDs() {
 		if removed {
 			err = tx.Delete(nsNet, peerKey(p, d.ID))
@@ -154,14 +158,18 @@ func (c *Catalog) Has(ctx context.Context, id [32]byte) (bool, error) {
 
 // PeerOrganizations returns the organisations whose current DID document binds peer p.
 func (c *Catalog) PeerOrganizations(ctx context.Context, p peer.ID) ([]string, error) {
-	var orgs []string
-	prefix := peerPrefix(p.String())
-	err := c.db.View(ctx, func(tx *store.Txn) error {
-		orgs = orgs[:0]
-		return tx.Iterate(nsNet, prefix, store.IterOptions{KeysOnly: true, Limit: 64}, func(k, _ []byte) error {
-			orgs = append(orgs, string(k[len(prefix):]))
-			return nil
+	// Asked on every token request; bindings change only with a DID document.
+	orgs, err := c.peerOrgs.Get(p, func() ([]string, error) {
+		var orgs []string
+		prefix := peerPrefix(p.String())
+		err := c.db.View(ctx, func(tx *store.Txn) error {
+			orgs = orgs[:0]
+			return tx.Iterate(nsNet, prefix, store.IterOptions{KeysOnly: true, Limit: 64}, func(k, _ []byte) error {
+				orgs = append(orgs, string(k[len(prefix):]))
+				return nil
+			})
 		})
+		return orgs, err
 	})
-	return orgs, err
+	return slices.Clip(orgs), err
 }
