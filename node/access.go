@@ -57,36 +57,13 @@ func (n *Node) RequestToken(ctx context.Context, req *schakelv1.RequestTokenRequ
 	case req.GetDpopJkt() == "":
 		return nil, fmt.Errorf("%w: dpop_jkt is required: tokens are bound to the EHR's DPoP key", api.ErrInvalidArgument)
 	}
-	h, sig, err := n.orgs.signingKey(ctx, org)
+	claims, jwe, err := n.newAssertion(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	l, err := n.logOf(h.DID)
+	l, err := n.logOf(org)
 	if err != nil {
 		return nil, err
-	}
-	st, err := n.dids.Resolve(ctx, custodian)
-	if err != nil {
-		return nil, fmt.Errorf("%w: custodian %s: %w", api.ErrNotFound, clip(custodian), err)
-	}
-	assurance := e.GetAssurance()
-	if assurance == "" {
-		assurance = consent.AssuranceHigh
-	}
-	claims := authz.AssertionClaims{
-		Issuer: org, Custodian: custodian, ID: authz.NewID(), IssuedAt: n.cfg.Now(),
-		Employee:     authz.Employee{UZI: e.GetUzi(), Role: e.GetRole(), Name: e.GetName(), Assurance: assurance},
-		BSN:          req.GetBsn(),
-		DataCategory: req.GetDataCategory(), Purpose: req.GetPurpose(),
-		ReferralGrant: req.GetReferralGrant(), DPoPJKT: req.GetDpopJkt(),
-	}
-	if req.GetEmergencyReason() != "" || req.GetBreakGlass() {
-		claims.Emergency = &authz.Emergency{Reason: req.GetEmergencyReason(), BreakGlass: req.GetBreakGlass()}
-	}
-	claims.Expiry = claims.IssuedAt.Add(authz.MaxAssertionLifetime)
-	jwe, err := authz.NewAssertion(sig, "", claims, st.Current().AgreementKey)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", api.ErrInvalidArgument, err)
 	}
 	answer, err := n.net.RequestToken(ctx, custodian, &schakelv1.PeerServiceRequestTokenRequest{Assertion: jwe})
 	if err != nil {
@@ -135,6 +112,40 @@ func (n *Node) RequestToken(ctx context.Context, req *schakelv1.RequestTokenRequ
 		Error: answer.GetError(), ErrorDescription: answer.GetErrorDescription(), Reason: answer.GetReason(),
 		Receipt: answer.GetReceipt(), CustodianLogIndex: int64(rc.Index), RequesterLogIndex: own.Index,
 	}, nil
+}
+
+// newAssertion builds and encrypts the token request's assertion, signed by the requesting
+// organisation, a hosted one, and encrypted to the custodian's current key-agreement key.
+func (n *Node) newAssertion(ctx context.Context, req *schakelv1.RequestTokenRequest) (authz.AssertionClaims, []byte, error) {
+	org, custodian, e := req.GetOrganization(), req.GetCustodian(), req.GetEmployee()
+	_, sig, err := n.orgs.signingKey(ctx, org)
+	if err != nil {
+		return authz.AssertionClaims{}, nil, err
+	}
+	st, err := n.dids.Resolve(ctx, custodian)
+	if err != nil {
+		return authz.AssertionClaims{}, nil, fmt.Errorf("%w: custodian %s: %w", api.ErrNotFound, clip(custodian), err)
+	}
+	assurance := e.GetAssurance()
+	if assurance == "" {
+		assurance = consent.AssuranceHigh
+	}
+	claims := authz.AssertionClaims{
+		Issuer: org, Custodian: custodian, ID: authz.NewID(), IssuedAt: n.cfg.Now(),
+		Employee:     authz.Employee{UZI: e.GetUzi(), Role: e.GetRole(), Name: e.GetName(), Assurance: assurance},
+		BSN:          req.GetBsn(),
+		DataCategory: req.GetDataCategory(), Purpose: req.GetPurpose(),
+		ReferralGrant: req.GetReferralGrant(), DPoPJKT: req.GetDpopJkt(),
+	}
+	if req.GetEmergencyReason() != "" || req.GetBreakGlass() {
+		claims.Emergency = &authz.Emergency{Reason: req.GetEmergencyReason(), BreakGlass: req.GetBreakGlass()}
+	}
+	claims.Expiry = claims.IssuedAt.Add(authz.MaxAssertionLifetime)
+	jwe, err := authz.NewAssertion(sig, "", claims, st.Current().AgreementKey)
+	if err != nil {
+		return authz.AssertionClaims{}, nil, fmt.Errorf("%w: %w", api.ErrInvalidArgument, err)
+	}
+	return claims, jwe, nil
 }
 
 // privateReasons are refusal reasons that would tell the requester something about the patient's

@@ -10,7 +10,6 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/schakel-health/schakel/crypto"
 	"github.com/schakel-health/schakel/internal/authz"
 	"github.com/schakel-health/schakel/internal/register"
 	schakelv1 "github.com/schakel-health/schakel/proto/schakel/v1"
@@ -111,40 +110,16 @@ func BenchmarkAccessDecision(b *testing.B) {
 // cannot avoid — a P-256 ECDH-ES JWE decrypt, an EdDSA verify and two EdDSA signs (the token
 // and the receipt) — with nothing else.
 func BenchmarkAccessCrypto(b *testing.B) {
-	sig, err := crypto.GenerateKey(crypto.Ed25519, crypto.UseSign)
-	if err != nil {
-		b.Fatal(err)
-	}
-	enc, err := crypto.GenerateKey(crypto.P256, crypto.UseEnc)
-	if err != nil {
-		b.Fatal(err)
-	}
-	payload := make([]byte, 600)
-	jws, err := crypto.Sign(sig, payload, crypto.Header{Type: "JWT", KID: "k"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	jwe, err := crypto.Encrypt(jws, enc.Public())
+	a, err := NewAccessCrypto()
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			pt, err := crypto.Decrypt(jwe, enc)
-			if err != nil {
+			if err := a.Once(); err != nil {
 				b.Error(err)
 				return
-			}
-			if _, _, err := crypto.Verify(pt, sig.Public()); err != nil {
-				b.Error(err)
-				return
-			}
-			for range 2 {
-				if _, err := crypto.Sign(sig, payload, crypto.Header{Type: "JWT", KID: "k"}); err != nil {
-					b.Error(err)
-					return
-				}
 			}
 		}
 	})

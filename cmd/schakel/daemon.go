@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -68,6 +69,17 @@ api_token_file, never a flag. SIGINT or SIGTERM stop the node gracefully.`,
 				return &exitError{2, err}
 			}
 			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: s.logLevel}))
+			if path := os.Getenv("SCHAKEL_CPU_PROFILE"); path != "" {
+				// For measuring the node under load (schakel bench): a CPU profile until it stops.
+				f, err := os.Create(path)
+				if err != nil {
+					return err
+				}
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer func() { pprof.StopCPUProfile(); f.Close() }()
+			}
 			n, err := node.New(s.node, logger)
 			if err != nil {
 				return err

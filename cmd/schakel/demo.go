@@ -167,43 +167,60 @@ func (d *demo) stepRegister(ctx context.Context) (string, error) {
 func (d *demo) stepNodes(ctx context.Context) (string, error) {
 	var b strings.Builder
 	for _, o := range demoOrgs {
-		n, err := d.startNode(ctx, o.key, []string{d.reg.DID()})
-		if err != nil {
-			return "", fmt.Errorf("%s's node: %w", o.name, err)
-		}
-		resp, err := call(ctx, n.c.orgs.CreateOrganization, &schakelv1.CreateOrganizationRequest{Name: o.name})
+		n, err := d.startOrg(ctx, o)
 		if err != nil {
 			return "", err
 		}
-		n.org = resp.GetOrganization().GetDid()
 		fmt.Fprintf(&b, "%-9s API http://%-15s peer %s…\n          %s %s\n", o.key, n.n.APIAddr(), n.n.PeerID().String()[:16], o.name, n.org)
 	}
 	return b.String(), nil
 }
 
+// startOrg starts o's node, trusting the demo's register, and creates o on it.
+func (d *demo) startOrg(ctx context.Context, o demoOrg) (*orgNode, error) {
+	n, err := d.startNode(ctx, o.key, []string{d.reg.DID()})
+	if err != nil {
+		return nil, fmt.Errorf("%s's node: %w", o.name, err)
+	}
+	resp, err := call(ctx, n.c.orgs.CreateOrganization, &schakelv1.CreateOrganizationRequest{Name: o.name})
+	if err != nil {
+		return nil, err
+	}
+	n.org = resp.GetOrganization().GetDid()
+	return n, nil
+}
+
 func (d *demo) stepAdmit(ctx context.Context) (string, error) {
 	var b strings.Builder
 	for _, o := range demoOrgs {
-		n := d.nodes[o.key]
-		c, err := d.reg.Issue(ctx, vc.Organization{ID: n.org, Name: o.name, URA: o.ura, Type: o.typ, City: o.city}, 365*24*time.Hour, time.Now())
-		if err != nil {
+		if err := d.admit(ctx, o); err != nil {
 			return "", err
-		}
-		n.oc = c.ID
-		docs := append(d.reg.Documents(), string(c.JWT))
-		if _, err := call(ctx, n.c.docs.SubmitDocuments, &schakelv1.SubmitDocumentsRequest{Documents: docs}); err != nil {
-			return "", err
-		}
-		v, err := call(ctx, n.c.cred.VerifyCredential, &schakelv1.VerifyCredentialRequest{Credential: &schakelv1.VerifyCredentialRequest_Id{Id: n.oc}})
-		if err != nil {
-			return "", err
-		}
-		if !v.GetValid() {
-			return "", fmt.Errorf("%s's credential does not verify: %s", o.name, v.GetReason())
 		}
 		fmt.Fprintf(&b, "%-28s URA %s type %s (%s): valid\n", o.name, o.ura, o.typ, vc.OrganizationTypes[o.typ])
 	}
 	return b.String(), nil
+}
+
+// admit has the register issue o's organisation credential and o's node store and verify it.
+func (d *demo) admit(ctx context.Context, o demoOrg) error {
+	n := d.nodes[o.key]
+	c, err := d.reg.Issue(ctx, vc.Organization{ID: n.org, Name: o.name, URA: o.ura, Type: o.typ, City: o.city}, 365*24*time.Hour, time.Now())
+	if err != nil {
+		return err
+	}
+	n.oc = c.ID
+	docs := append(d.reg.Documents(), string(c.JWT))
+	if _, err := call(ctx, n.c.docs.SubmitDocuments, &schakelv1.SubmitDocumentsRequest{Documents: docs}); err != nil {
+		return err
+	}
+	v, err := call(ctx, n.c.cred.VerifyCredential, &schakelv1.VerifyCredentialRequest{Credential: &schakelv1.VerifyCredentialRequest_Id{Id: n.oc}})
+	if err != nil {
+		return err
+	}
+	if !v.GetValid() {
+		return fmt.Errorf("%s's credential does not verify: %s", o.name, v.GetReason())
+	}
+	return nil
 }
 
 func (d *demo) stepRegistrations(ctx context.Context) (string, error) {

@@ -53,7 +53,7 @@ access a patient's data and keeps a verifiable access log. No medical data passe
 	root.AddCommand(
 		newInitCmd(), newRunCmd(), newVersionCmd(), newDemoCmd(),
 		newOrgCmd(), newCredentialCmd(), newRegisterCmd(),
-		newLogCmd(), newPeersCmd(), newTokenCmd(), newConsentCmd(),
+		newLogCmd(), newPeersCmd(), newTokenCmd(), newConsentCmd(), newBenchCmd(),
 	)
 	return root
 }
