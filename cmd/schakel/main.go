@@ -54,6 +54,7 @@ access a patient's data and keeps a verifiable access log. No medical data passe
 		newInitCmd(), newRunCmd(), newVersionCmd(), newDemoCmd(),
 		newOrgCmd(), newCredentialCmd(), newRegisterCmd(),
 		newLogCmd(), newPeersCmd(), newTokenCmd(), newConsentCmd(), newBenchCmd(),
+		newSetupCmd(), newHealthCmd(),
 	)
 	return root
 }
