@@ -44,7 +44,8 @@ It exits 0 only when every step held.`,
 				dir = tmp
 			}
 			exports, _ := cmd.Flags().GetString("out")
-			d := &demo{out: cmd.OutOrStdout(), dir: dir, exports: exports}
+			keep, _ := cmd.Flags().GetBool("keep")
+			d := &demo{out: cmd.OutOrStdout(), dir: dir, exports: exports, keep: keep}
 			if err := d.play(cmd.Context()); err != nil {
 				return &exitError{1, err}
 			}
@@ -53,6 +54,7 @@ It exits 0 only when every step held.`,
 	}
 	cmd.Flags().String("data", "", "keep every node's data directory under this one, as DIR/<gp|pharmacy|hospital|portal|insurer|register> (default: a temporary directory)")
 	cmd.Flags().String("out", "", "write every organisation's access-log export under this directory, for schakel log verify")
+	cmd.Flags().Bool("keep", false, "leave the network running after the story (until Ctrl-C) and print how to reach each node")
 	return cmd
 }
 
@@ -61,6 +63,7 @@ type demo struct {
 	out     io.Writer
 	dir     string
 	exports string // where access-log exports go; under dir when empty
+	keep    bool   // leave the network running after the story, until ctx ends
 	step    int
 
 	reg   *register.Register
@@ -152,7 +155,32 @@ func (d *demo) play(ctx context.Context) error {
 		}
 	}
 	fmt.Fprintf(d.out, "\nEvery step held.\n")
+	if d.keep {
+		d.printNetwork()
+		<-ctx.Done()
+		fmt.Fprintln(d.out, "stopping the nodes")
+	}
 	return nil
+}
+
+// printNetwork tells how to reach each node of the demo network left running (--keep).
+func (d *demo) printNetwork() {
+	fmt.Fprintf(d.out, "\nThe network keeps running until Ctrl-C (data in %s):\n", d.dir)
+	for _, o := range demoOrgs {
+		n := d.nodes[o.key]
+		if n == nil || n.n == nil {
+			continue
+		}
+		fmt.Fprintf(d.out, "  %-27s API http://%s  DID %s\n", o.name, n.n.APIAddr(), n.org)
+	}
+	gp, h := d.nodes["gp"], d.nodes["hospital"]
+	fmt.Fprintf(d.out, "Try, from another terminal:\n")
+	fmt.Fprintf(d.out, "  schakel peers --node http://%s\n", gp.n.APIAddr())
+	fmt.Fprintf(d.out, "  schakel credential search --name 'jans*' --node http://%s\n", h.n.APIAddr())
+	fmt.Fprintf(d.out, "  schakel log patient --org %s --bsn %s --node http://%s\n", gp.org, demoBSN, gp.n.APIAddr())
+	fmt.Fprintf(d.out, "  schakel consent record --custodian %s --bsn %s --grantee-org %s --category medication --node http://%s\n", gp.org, demoBSN, h.org, gp.n.APIAddr())
+	fmt.Fprintf(d.out, "  schakel token request --org %s --custodian %s --bsn %s --category medication --uzi 900012345 --role 01.015 --name 'dr. A. de Vries' --dpop-jkt %s --node http://%s\n",
+		h.org, gp.org, demoBSN, d.jkt, h.n.APIAddr())
 }
 
 func (d *demo) stepRegister(ctx context.Context) (string, error) {
