@@ -131,3 +131,20 @@ func ValidBSN(bsn string) error {
 	}
 	return nil
 }
+
+// ContainsBSN reports whether s holds nine digits in a row that pass the 11-proof: an identifier
+// or free text that must never carry, or be mistaken for, a BSN is refused when it does.
+func ContainsBSN(s string) bool {
+	run := 0
+	for i := 0; i < len(s); i++ {
+		if '0' <= s[i] && s[i] <= '9' {
+			run++
+			if run >= 9 && ValidBSN(s[i-8:i+1]) == nil {
+				return true
+			}
+		} else {
+			run = 0
+		}
+	}
+	return false
+}

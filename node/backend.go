@@ -188,6 +188,9 @@ func (n *Node) submit(ctx context.Context, doc []byte) (*schakelv1.DocumentResul
 		if err != nil {
 			return nil, err
 		}
+		if added {
+			n.credentialAdded(ctx, c)
+		}
 		return &schakelv1.DocumentResult{Id: c.ID, Kind: string(c.Kind), Duplicate: !added}, nil
 	default:
 		return nil, fmt.Errorf("%w: unknown document type %q", api.ErrInvalidArgument, clip(h.Type))

@@ -14,6 +14,7 @@ import (
 	"github.com/schakel-health/schakel/internal/authz"
 	"github.com/schakel-health/schakel/internal/consent"
 	"github.com/schakel-health/schakel/internal/store"
+	"github.com/schakel-health/schakel/internal/vc"
 	schakelv1 "github.com/schakel-health/schakel/proto/schakel/v1"
 )
 
@@ -399,34 +400,17 @@ func (n *Node) consentChanged(before *consent.Consent, after consent.Consent) {
 }
 
 // Referral grants (planned care): the referring custodian grants one named organisation access
-// without consent, short-lived and scoped; the grant is signed by the custodian and delivered to
-// the grantee point to point, with the BSN it concerns.
+// without consent, short-lived and scoped. The grant travels as a ReferralGrantCredential signed by
+// the custodian, delivered to the grantee point to point with the BSN it concerns. It is never a
+// public document: it names the patient (by the custodian's pseudonym) and who is referred where,
+// so it is issued with vc.Issue and never enters the public credential store (which refuses it).
 
-const (
-	kindReferralGrant = "referral-grant"
-	// referralGrantType is the JWS type of a signed referral grant.
-	referralGrantType = "schakel-referral-grant+jwt"
-)
+const kindReferralGrant = "referral-grant"
 
-// referralGrantBody is what the grantee receives: the signed grant and the patient's BSN.
+// referralGrantBody is what the grantee receives: the grant credential and the patient's BSN.
 type referralGrantBody struct {
 	Grant string `json:"grant"`
 	BSN   string `json:"bsn"`
-}
-
-// grantClaims is the payload of a signed referral grant. It names the patient by the custodian's
-// pseudonym only.
-type grantClaims struct {
-	Iss            string   `json:"iss"`
-	Sub            string   `json:"sub"`
-	Jti            string   `json:"jti"`
-	Iat            int64    `json:"iat"`
-	Nbf            int64    `json:"nbf"`
-	Exp            int64    `json:"exp"`
-	Patient        string   `json:"patient"`
-	DataCategories []string `json:"dataCategories"`
-	Resources      []string `json:"resources,omitempty"`
-	Purpose        string   `json:"purpose"`
 }
 
 // IssueReferralGrant implements the AccessService RPC at the referring custodian's node.
@@ -441,6 +425,10 @@ func (n *Node) IssueReferralGrant(ctx context.Context, req *schakelv1.IssueRefer
 	}
 	if _, err := n.dids.Resolve(ctx, req.GetGrantee()); err != nil {
 		return nil, fmt.Errorf("%w: grantee %s: %w", api.ErrNotFound, clip(req.GetGrantee()), err)
+	}
+	_, sig, err := n.orgs.signingKey(ctx, custodian)
+	if err != nil {
+		return nil, err
 	}
 	now := n.cfg.Now()
 	validFor := time.Duration(req.GetValidForSeconds()) * time.Second
@@ -457,21 +445,14 @@ func (n *Node) IssueReferralGrant(ctx context.Context, req *schakelv1.IssueRefer
 	if err != nil {
 		return nil, consentError(err)
 	}
-	_, sig, err := n.orgs.signingKey(ctx, custodian)
+	grant, _, err := vc.Issue(sig, vc.Request{Kind: vc.ReferralGrantCredential, ID: g.ID, Issuer: custodian,
+		IssuedAt: now, ValidFrom: g.ValidFrom, ValidUntil: g.ValidUntil,
+		ReferralGrant: &vc.ReferralGrant{ID: g.Grantee, Patient: g.Patient, DataCategories: g.DataCategories,
+			Resources: g.Resources, Purpose: g.Purpose}})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("grant %s stored, but its credential was not issued: %w", g.ID, err)
 	}
-	payload, err := json.Marshal(grantClaims{Iss: custodian, Sub: g.Grantee, Jti: g.ID, Iat: now.Unix(),
-		Nbf: g.ValidFrom.Unix(), Exp: g.ValidUntil.Unix(), Patient: p, DataCategories: g.DataCategories,
-		Resources: g.Resources, Purpose: g.Purpose})
-	if err != nil {
-		return nil, err
-	}
-	jws, err := crypto.Sign(sig, payload, crypto.Header{Type: referralGrantType, KID: authz.KID(custodian, sig)})
-	if err != nil {
-		return nil, err
-	}
-	body, err := json.Marshal(referralGrantBody{Grant: string(jws), BSN: req.GetBsn()})
+	body, err := json.Marshal(referralGrantBody{Grant: string(grant), BSN: req.GetBsn()})
 	if err != nil {
 		return nil, err
 	}
@@ -479,34 +460,36 @@ func (n *Node) IssueReferralGrant(ctx context.Context, req *schakelv1.IssueRefer
 	if err != nil {
 		return nil, fmt.Errorf("grant %s stored, but its delivery was not queued: %w", g.ID, err)
 	}
-	return &schakelv1.IssueReferralGrantResponse{GrantId: g.ID, Grant: string(jws), MessageId: id}, nil
+	return &schakelv1.IssueReferralGrantResponse{GrantId: g.ID, Grant: string(grant), MessageId: id}, nil
 }
 
-// receivedGrant opens a referral grant delivered to a hosted organisation: the custodian's
-// signature is checked with its key at the grant's issue time.
+// receivedGrant opens a referral grant delivered to a hosted organisation: a
+// ReferralGrantCredential issued by the sender to the recipient, whose signature is checked with
+// the custodian's key valid at the grant's issue time. Its period and revocation are the
+// custodian's to check when the grantee asks for a token.
 func (n *Node) receivedGrant(ctx context.Context, m Received) (*schakelv1.ReceivedGrant, error) {
 	var b referralGrantBody
 	if err := json.Unmarshal(m.Body, &b); err != nil {
 		return nil, err
 	}
-	payload, h, err := crypto.ParseUnverified([]byte(b.Grant))
-	if err != nil || h.Type != referralGrantType {
-		return nil, fmt.Errorf("not a referral grant: %v", err)
-	}
-	var c grantClaims
-	if err := json.Unmarshal(payload, &c); err != nil {
-		return nil, err
-	}
-	key, err := authz.RegistryResolver(n.dids)(ctx, h.KID, time.Unix(c.Iat, 0))
+	c, err := vc.Parse([]byte(b.Grant))
 	if err != nil {
 		return nil, err
 	}
-	if _, _, err := crypto.Verify([]byte(b.Grant), key); err != nil {
+	if c.Kind != vc.ReferralGrantCredential {
+		return nil, fmt.Errorf("%w: a %s delivered as a referral grant", vc.ErrMalformed, c.Kind)
+	}
+	if c.Issuer != m.From || c.Subject != m.To {
+		return nil, fmt.Errorf("referral grant from %s for %s delivered by %s to %s", clip(c.Issuer), clip(c.Subject), clip(m.From), clip(m.To))
+	}
+	key, err := authz.RegistryResolver(n.dids)(ctx, c.Issuer+"#"+c.KeyID, c.IssuedAt)
+	if err != nil {
 		return nil, err
 	}
-	if c.Iss != m.From || c.Sub != m.To || !strings.HasPrefix(h.KID, c.Iss+"#") {
-		return nil, fmt.Errorf("referral grant from %s for %s delivered by %s to %s", clip(c.Iss), clip(c.Sub), clip(m.From), clip(m.To))
+	if _, _, err := crypto.Verify(c.JWT, key); err != nil {
+		return nil, err
 	}
-	return &schakelv1.ReceivedGrant{GrantId: c.Jti, Custodian: c.Iss, DataCategories: c.DataCategories,
-		Resources: c.Resources, Purpose: c.Purpose, ValidUntilUnix: c.Exp, Bsn: b.BSN}, nil
+	g := c.ReferralGrant
+	return &schakelv1.ReceivedGrant{GrantId: c.ID, Custodian: c.Issuer, DataCategories: g.DataCategories,
+		Resources: g.Resources, Purpose: g.Purpose, ValidUntilUnix: c.ValidUntil.Unix(), Bsn: b.BSN}, nil
 }

@@ -61,7 +61,10 @@ func (b *peerBackend) Accept(ctx context.Context, doc []byte) (bool, error) {
 	case did.DocumentJWSType:
 		_, stored, err = n.dids.PutDocument(ctx, doc)
 	case vc.JWSType:
-		_, stored, err = n.creds.Add(ctx, doc)
+		var c *vc.Credential
+		if c, stored, err = n.creds.Add(ctx, doc); err == nil && stored {
+			n.credentialAdded(ctx, c)
+		}
 	default:
 		return false, fmt.Errorf("unknown document type %q", clip(h.Type))
 	}
@@ -104,6 +107,9 @@ func (b *peerBackend) AcceptMany(ctx context.Context, docs [][]byte) ([]bool, []
 	b.accepting.Unlock()
 	for j, r := range res {
 		stored[at[j]], errs[at[j]] = r.Added, acceptError(r.Err)
+		if r.Err == nil && r.Added {
+			b.n.credentialAdded(ctx, r.Credential)
+		}
 	}
 	return stored, errs
 }

@@ -262,6 +262,9 @@ func (n *Node) Start(ctx context.Context) error {
 	if err := n.processPending(ctx); err != nil {
 		return fmt.Errorf("process received messages: %w", err)
 	}
+	if err := n.recordHeldSuccessions(ctx); err != nil {
+		return fmt.Errorf("record successions: %w", err)
+	}
 	if err := n.net.Start(n.life); err != nil {
 		return fmt.Errorf("start network: %w", err)
 	}
@@ -349,6 +352,7 @@ func registerErrors() {
 			{vc.ErrNotFound, connect.CodeNotFound},
 			{vc.ErrRollback, connect.CodeFailedPrecondition},
 			{vc.ErrInvalidQuery, connect.CodeInvalidArgument},
+			{vc.ErrNotPublic, connect.CodeInvalidArgument},
 			{accesslog.ErrInvalidEntry, connect.CodeInvalidArgument},
 			{accesslog.ErrRange, connect.CodeOutOfRange},
 			{accesslog.ErrNotFound, connect.CodeNotFound},

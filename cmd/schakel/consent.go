@@ -15,10 +15,10 @@ import (
 func newConsentCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "consent",
-		Short: "Record, relay, process, revoke and list patients' consents at the custodian",
+		Short: "Record, relay, process, revoke and list patients' consents at the custodian; referrals and successions",
 	}
 	cmd.AddCommand(newConsentRecordCmd(), newConsentRequestCmd(), newConsentProcessCmd(),
-		newConsentRevokeCmd(), newConsentListCmd(), newConsentNoticesCmd(), newReferralCmd())
+		newConsentRevokeCmd(), newConsentListCmd(), newConsentNoticesCmd(), newReferralCmd(), newSuccessionCmd())
 	return cmd
 }
 
@@ -278,6 +278,44 @@ func newReferralCmd() *cobra.Command {
 	f.String("purpose", "TREAT", "HL7 PurposeOfUse")
 	f.Duration("valid-for", 7*24*time.Hour, "lifetime, at most 720h")
 	for _, name := range []string{"custodian", "grantee", "bsn", "category"} {
+		_ = cmd.MarkFlagRequired(name)
+	}
+	addClientFlags(cmd)
+	return cmd
+}
+
+func newSuccessionCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "succession",
+		Short: "As the organisation succeeded, declare its successor: its consents carry over (a public credential)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f := cmd.Flags()
+			str := func(name string) string { v, _ := f.GetString(name); return v }
+			resp, err := call(cmd.Context(), newClient(cmd).acc.DeclareSuccession, &schakelv1.DeclareSuccessionRequest{
+				Predecessor: str("organization"), Successor: str("successor"), Reason: str("reason"),
+			})
+			if err != nil {
+				return err
+			}
+			if !printJSON(cmd, resp) {
+				fmt.Fprintf(cmd.OutOrStdout(), "succession declared: %s continues %s (credential %s)\n", str("successor"), str("organization"), resp.GetCredentialId())
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.String("organization", "", "the organisation (DID) that is succeeded, hosted on this node (or --org)")
+	// --org, the name the other commands use for a hosted organisation, is accepted as well.
+	f.SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+		if name == "org" {
+			name = "organization"
+		}
+		return pflag.NormalizedName(name)
+	})
+	f.String("successor", "", "the organisation (DID) that continues it")
+	f.String("reason", "merged", "renamed, merged or moved")
+	for _, name := range []string{"organization", "successor"} {
 		_ = cmd.MarkFlagRequired(name)
 	}
 	addClientFlags(cmd)

@@ -48,6 +48,7 @@ type Backend interface {
 	ListConsents(ctx context.Context, req *schakelv1.ListConsentsRequest) (*schakelv1.ListConsentsResponse, error)
 	ListNotices(ctx context.Context, req *schakelv1.ListNoticesRequest) (*schakelv1.ListNoticesResponse, error)
 	IssueReferralGrant(ctx context.Context, req *schakelv1.IssueReferralGrantRequest) (*schakelv1.IssueReferralGrantResponse, error)
+	DeclareSuccession(ctx context.Context, req *schakelv1.DeclareSuccessionRequest) (*schakelv1.DeclareSuccessionResponse, error)
 
 	// JWKS returns the JSON Web Key Set (RFC 7517 §5) of a hosted organisation's current public keys.
 	JWKS(ctx context.Context, did string) ([]byte, error)

@@ -226,3 +226,7 @@ func (f *fakeBackend) ListNotices(context.Context, *schakelv1.ListNoticesRequest
 func (f *fakeBackend) IssueReferralGrant(context.Context, *schakelv1.IssueReferralGrantRequest) (*schakelv1.IssueReferralGrantResponse, error) {
 	return answer[schakelv1.IssueReferralGrantResponse](f)
 }
+
+func (f *fakeBackend) DeclareSuccession(context.Context, *schakelv1.DeclareSuccessionRequest) (*schakelv1.DeclareSuccessionResponse, error) {
+	return answer[schakelv1.DeclareSuccessionResponse](f)
+}

@@ -150,3 +150,7 @@ func (h *rpc) ListNotices(ctx context.Context, req *connect.Request[schakelv1.Li
 func (h *rpc) IssueReferralGrant(ctx context.Context, req *connect.Request[schakelv1.IssueReferralGrantRequest]) (*connect.Response[schakelv1.IssueReferralGrantResponse], error) {
 	return handle(ctx, h, req, h.b.IssueReferralGrant)
 }
+
+func (h *rpc) DeclareSuccession(ctx context.Context, req *connect.Request[schakelv1.DeclareSuccessionRequest]) (*connect.Response[schakelv1.DeclareSuccessionResponse], error) {
+	return handle(ctx, h, req, h.b.DeclareSuccession)
+}

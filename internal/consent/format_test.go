@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"github.com/schakel-health/schakel/crypto"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -87,7 +88,7 @@ func TestNewID(t *testing.T) {
 		if !ok || len(u) != 36 || u[14] != '4' || !strings.ContainsAny(u[19:20], "89ab") || u[8] != '-' || u[23] != '-' {
 			t.Fatalf("newID = %q, want urn:uuid: and a version 4 UUID", id)
 		}
-		if containsBSN(id) || seen[id] {
+		if crypto.ContainsBSN(id) || seen[id] {
 			t.Fatalf("newID = %q: looks like a BSN or repeats", id)
 		}
 		seen[id] = true

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/schakel-health/schakel/crypto"
 	"strings"
 	"time"
 
@@ -107,7 +108,7 @@ func validReference(r string) bool {
 		return false
 	}
 	typ, id, ok := strings.Cut(r, "/")
-	if !ok || len(typ) == 0 || typ[0] < 'A' || typ[0] > 'Z' || len(id) == 0 || len(id) > 64 || containsBSN(id) {
+	if !ok || len(typ) == 0 || typ[0] < 'A' || typ[0] > 'Z' || len(id) == 0 || len(id) > 64 || crypto.ContainsBSN(id) {
 		return false
 	}
 	for i := 0; i < len(typ); i++ {

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/schakel-health/schakel/crypto"
 	"time"
 
 	"github.com/schakel-health/schakel/internal/store"
@@ -143,7 +144,7 @@ func newID() (string, error) {
 		hex.Encode(buf[19:23], u[8:10])
 		buf[23] = '-'
 		hex.Encode(buf[24:], u[10:])
-		if id := "urn:uuid:" + string(buf[:]); !containsBSN(id) {
+		if id := "urn:uuid:" + string(buf[:]); !crypto.ContainsBSN(id) {
 			return id, nil
 		}
 	}
@@ -151,7 +152,7 @@ func newID() (string, error) {
 
 // validID reports whether id can be an id of this package: a token of at most 128 bytes that
 // does not look like it holds a BSN, so that it may be echoed in errors.
-func validID(id string) bool { return validToken(id, maxID) && !containsBSN(id) }
+func validID(id string) bool { return validToken(id, maxID) && !crypto.ContainsBSN(id) }
 
 // clock returns now() in UTC without a monotonic reading, the form every stored time has.
 func clock(now func() time.Time) time.Time { return now().UTC().Round(0) }

@@ -47,7 +47,7 @@ func validDID(s string) bool {
 // validCode reports whether s is a data category code: 1 to 64 characters from [A-Za-z0-9._:/-].
 // A code that looks like a BSN is refused: codes are logged.
 func validCode(s string) bool {
-	if len(s) == 0 || len(s) > maxCode || containsBSN(s) {
+	if len(s) == 0 || len(s) > maxCode || crypto.ContainsBSN(s) {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
@@ -117,32 +117,16 @@ func validText(field, s string) error {
 			return invalid("%s contains a control character", field)
 		}
 	}
-	if containsBSN(s) {
+	if crypto.ContainsBSN(s) {
 		return invalid("%s contains what looks like a BSN; leave it out", field)
 	}
 	return nil
 }
 
-// containsBSN reports whether s holds nine digits in a row that pass the 11-proof.
-func containsBSN(s string) bool {
-	run := 0
-	for i := 0; i < len(s); i++ {
-		if '0' <= s[i] && s[i] <= '9' {
-			run++
-			if run >= 9 && crypto.ValidBSN(s[i-8:i+1]) == nil {
-				return true
-			}
-		} else {
-			run = 0
-		}
-	}
-	return false
-}
-
 // clip shortens a refused value for an error message, and hides it entirely when it might be a
 // BSN. Only enum-like values are echoed, never free text.
 func clip(s string) string {
-	if containsBSN(s) {
+	if crypto.ContainsBSN(s) {
 		return "(hidden)"
 	}
 	const n = 32
@@ -168,7 +152,7 @@ func validRole(r string) bool {
 // validPurpose reports whether x is a PurposeOfUse code: 2 to 16 of A-Z, 0-9 and _, and not
 // what looks like a BSN.
 func validPurpose(x string) bool {
-	if len(x) < 2 || len(x) > 16 || containsBSN(x) {
+	if len(x) < 2 || len(x) > 16 || crypto.ContainsBSN(x) {
 		return false
 	}
 	for i := 0; i < len(x); i++ {

@@ -27,6 +27,9 @@ var (
 	ErrNotFound          = errors.New("credential not found")
 	ErrRollback          = errors.New("status list older than the one held")
 	ErrInvalidQuery      = errors.New("invalid directory query")
+	// ErrNotPublic refuses a credential of a kind that MUST NOT be stored with the public documents
+	// or gossiped (a ReferralGrantCredential).
+	ErrNotPublic = errors.New("credential is not public")
 )
 
 // JWSType is the JWS "typ" of a credential secured as a JWT (VC-JOSE-COSE §3.1.1).
@@ -46,10 +49,41 @@ const (
 	OrganizationCredential        Kind = "OrganizationCredential"
 	ServiceRegistrationCredential Kind = "ServiceRegistrationCredential"
 	StatusListCredential          Kind = "BitstringStatusListCredential"
+	// ReferralGrantCredential is issued by a custodian to the one organisation a patient is
+	// referred to. It is private: see Public.
+	ReferralGrantCredential Kind = "ReferralGrantCredential"
+	// CustodianSuccessionCredential is issued by an organisation (the predecessor) to name the
+	// organisation that continues it. It is public.
+	CustodianSuccessionCredential Kind = "CustodianSuccessionCredential"
 )
 
-// Kinds lists the credential kinds in a stable order.
-var Kinds = []Kind{OrganizationCredential, ServiceRegistrationCredential, StatusListCredential}
+// Kinds lists the credential kinds Parse understands, in a stable order. Not every kind is public:
+// what may be stored and gossiped is decided by Kind.Public.
+var Kinds = []Kind{OrganizationCredential, ServiceRegistrationCredential, StatusListCredential,
+	ReferralGrantCredential, CustodianSuccessionCredential}
+
+// Public reports whether credentials of kind k are public documents, which every node stores and
+// gossips. A ReferralGrantCredential is not: it names a patient (by the custodian's pseudonym) and
+// who is referred where, so it MUST travel point to point only and never reach the Store.
+func (k Kind) Public() bool {
+	switch k {
+	case OrganizationCredential, ServiceRegistrationCredential, StatusListCredential, CustodianSuccessionCredential:
+		return true
+	}
+	return false
+}
+
+// MaxReferralLifetime bounds the validity period of a ReferralGrantCredential: a referral grant is
+// for one referral, not a standing permission. It leaves a day of slack over the 30 days the
+// custodian's consent store allows, so that clock rounding never makes a stored grant unissuable.
+const MaxReferralLifetime = 31 * 24 * time.Hour
+
+// Succession reasons of a CustodianSuccessionCredential.
+const (
+	SuccessionRenamed = "renamed" // a new name, and with it a new URA
+	SuccessionMerged  = "merged"  // absorbed by, or merged into, the successor
+	SuccessionMoved   = "moved"   // moved to another system (another node, another DID)
+)
 
 // payload is the JWT claims set: the credential itself (VC-JOSE-COSE: the payload is the
 // credential), plus the JWT "iat" claim giving the issuance time whose key signs it.
@@ -107,6 +141,31 @@ type StatusListSubject struct {
 	EncodedList   string `json:"encodedList"`
 }
 
+// ReferralGrant is the subject of a ReferralGrantCredential: the grantee (the organisation the
+// patient is referred to) may read the named data of one patient, for one purpose. The issuer is
+// the custodian; the credential id is the grant's id, its validity period the grant's. The patient
+// is named by the custodian's keyed pseudonym only, never by BSN: the BSN travels beside the
+// credential, end-to-end encrypted.
+type ReferralGrant struct {
+	ID             string   `json:"id"`
+	Patient        string   `json:"patient"`
+	DataCategories []string `json:"dataCategories"`
+	// Resources are FHIR references ("Type/id") the grant is scoped to; empty: the whole categories.
+	Resources []string `json:"resources,omitempty"`
+	// Purpose is one HL7 PurposeOfUse code, normally TREAT.
+	Purpose string `json:"purpose"`
+}
+
+// Succession is the subject of a CustodianSuccessionCredential: the successor (ID) continues the
+// predecessor, which issues the credential; consents recorded under the predecessor count for the
+// successor from then on.
+type Succession struct {
+	ID          string `json:"id"`
+	Predecessor string `json:"predecessor"`
+	// Reason is SuccessionRenamed, SuccessionMerged or SuccessionMoved.
+	Reason string `json:"reason"`
+}
+
 // Credential is a parsed credential with its compact JWT.
 type Credential struct {
 	JWT        []byte
@@ -121,9 +180,11 @@ type Credential struct {
 	ValidUntil time.Time // zero when open-ended (status lists only)
 	Status     *StatusEntry
 	// Exactly one of the following is set, according to Kind.
-	Organization *Organization
-	Service      *Service
-	StatusList   *StatusListSubject
+	Organization  *Organization
+	Service       *Service
+	StatusList    *StatusListSubject
+	ReferralGrant *ReferralGrant
+	Succession    *Succession
 }
 
 // Request describes a credential to issue; Issue fills in id, times and types.
@@ -132,11 +193,15 @@ type Request struct {
 	ID           string // empty: a fresh urn:uuid
 	Issuer       string
 	IssuedAt     time.Time
+	ValidFrom    time.Time // zero: IssuedAt; never before it
 	ValidUntil   time.Time // zero only for status lists
 	Status       *StatusEntry
 	Organization *Organization
 	Service      *Service
 	StatusList   *StatusListSubject
+	// ReferralGrant is the subject of a ReferralGrantCredential, which carries no Status.
+	ReferralGrant *ReferralGrant
+	Succession    *Succession
 }
 
 // Issue builds and signs a credential with k, the issuer's current signing key. The result is checked
@@ -154,6 +219,10 @@ func Issue(k *crypto.PrivateKey, req Request) ([]byte, *Credential, error) {
 		subject = req.Service
 	case StatusListCredential:
 		subject = req.StatusList
+	case ReferralGrantCredential:
+		subject = req.ReferralGrant
+	case CustodianSuccessionCredential:
+		subject = req.Succession
 	default:
 		return nil, nil, fmt.Errorf("issue: %w %q", ErrUnknownType, req.Kind)
 	}
@@ -173,6 +242,9 @@ func Issue(k *crypto.PrivateKey, req Request) ([]byte, *Credential, error) {
 	}
 	if !req.ValidUntil.IsZero() {
 		p.ValidUntil = req.ValidUntil.UTC().Format(time.RFC3339)
+	}
+	if !req.ValidFrom.IsZero() {
+		p.ValidFrom = req.ValidFrom.UTC().Format(time.RFC3339)
 	}
 	body, err := json.Marshal(p)
 	if err != nil {
@@ -283,11 +355,44 @@ func Parse(compact []byte) (*Credential, error) {
 			return nil, fmt.Errorf("%w: a status list has no status of its own", ErrMalformed)
 		}
 		c.StatusList, c.Subject = &s, s.ID
+	case ReferralGrantCredential:
+		var s ReferralGrant
+		if err := crypto.DecodeJSON(p.CredentialSubject, &s); err != nil {
+			return nil, fmt.Errorf("%w: credentialSubject: %w", ErrMalformed, err)
+		}
+		if err := s.validate(p.Issuer); err != nil {
+			return nil, err
+		}
+		if crypto.ContainsBSN(p.ID) {
+			return nil, fmt.Errorf("%w: a referral grant id must not look like it holds a BSN", ErrMalformed)
+		}
+		// A referral grant carries no status list entry: it is revoked where it is decided on, in
+		// the custodian's own grant record, and an entry would only tell the network how many
+		// grants the custodian issues and revokes.
+		if p.CredentialStatus != nil {
+			return nil, fmt.Errorf("%w: a referral grant has no credentialStatus", ErrMalformed)
+		}
+		if !c.ValidUntil.IsZero() && c.ValidUntil.Sub(c.ValidFrom) > MaxReferralLifetime {
+			return nil, fmt.Errorf("%w: a referral grant runs at most %d days, not %s", ErrMalformed,
+				int(MaxReferralLifetime.Hours()/24), c.ValidUntil.Sub(c.ValidFrom).Round(time.Minute))
+		}
+		c.ReferralGrant, c.Subject = &s, s.ID
+	case CustodianSuccessionCredential:
+		var s Succession
+		if err := crypto.DecodeJSON(p.CredentialSubject, &s); err != nil {
+			return nil, fmt.Errorf("%w: credentialSubject: %w", ErrMalformed, err)
+		}
+		if err := s.validate(p.Issuer); err != nil {
+			return nil, err
+		}
+		c.Succession, c.Subject = &s, s.ID
 	}
 	if c.Kind != StatusListCredential {
 		if c.ValidUntil.IsZero() {
 			return nil, fmt.Errorf("%w: validUntil required", ErrMalformed)
 		}
+	}
+	if c.Kind != StatusListCredential && c.Kind != ReferralGrantCredential {
 		if err := c.Status.validate(); err != nil {
 			return nil, err
 		}
@@ -331,6 +436,12 @@ var (
 	uraRe   = regexp.MustCompile(`^[0-9]{8}$`)
 	roleRe  = regexp.MustCompile(`^[A-Z][0-9]$`)
 	tokenRe = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,64}$`)
+	// pseudonymRe is the shape of crypto.Pseudonymizer's output: "v<version>.<base64url MAC>".
+	pseudonymRe = regexp.MustCompile(`^v[0-9]{1,10}\.[A-Za-z0-9_-]{1,128}$`)
+	purposeRe   = regexp.MustCompile(`^[A-Z0-9_]{2,16}$`)
+	categoryRe  = regexp.MustCompile(`^[A-Za-z0-9._:/-]{1,64}$`)
+	// referenceRe is a relative FHIR reference "Type/id" (FHIR R4 §2.1.3).
+	referenceRe = regexp.MustCompile(`^[A-Z][A-Za-z]{0,63}/[A-Za-z0-9.-]{1,64}$`)
 )
 
 // OrganizationTypes names the RoleCodeNL organisation types (code system 2.16.840.1.113883.2.4.15.1060)
@@ -347,8 +458,9 @@ var OrganizationTypes = map[string]string{
 }
 
 const (
-	maxText  = 200
-	maxItems = 32
+	maxText      = 200
+	maxItems     = 32
+	maxResources = 64
 )
 
 func (o *Organization) validate() error {
@@ -394,6 +506,60 @@ func (s *Service) validate() error {
 		}
 	}
 	return nil
+}
+
+// validDID reports whether s has the syntax this package requires of a DID: the "did:" scheme and
+// at most 128 bytes.
+func validDID(s string) bool { return strings.HasPrefix(s, "did:") && len(s) <= 128 }
+
+func (g *ReferralGrant) validate(issuer string) error {
+	switch {
+	case !validDID(g.ID):
+		return fmt.Errorf("%w: grantee %q is not a DID", ErrMalformed, clip(g.ID))
+	case g.ID == issuer:
+		return fmt.Errorf("%w: a custodian cannot grant to itself", ErrMalformed)
+	case !pseudonymRe.MatchString(g.Patient):
+		return fmt.Errorf("%w: patient must be the custodian's keyed pseudonym v<version>.<base64url>", ErrMalformed)
+	case !purposeRe.MatchString(g.Purpose) || crypto.ContainsBSN(g.Purpose):
+		return fmt.Errorf("%w: purpose %q is not one PurposeOfUse code", ErrMalformed, clip(g.Purpose))
+	case len(g.DataCategories) == 0 || len(g.DataCategories) > maxItems:
+		return fmt.Errorf("%w: 1 to %d data categories required", ErrMalformed, maxItems)
+	case len(g.Resources) > maxResources:
+		return fmt.Errorf("%w: more than %d resources", ErrMalformed, maxResources)
+	}
+	for _, v := range g.DataCategories {
+		if v == "*" && len(g.DataCategories) > 1 {
+			return fmt.Errorf("%w: data category * must be listed alone", ErrMalformed)
+		}
+		if v != "*" && (!categoryRe.MatchString(v) || crypto.ContainsBSN(v)) {
+			return fmt.Errorf("%w: data category %q", ErrMalformed, clip(v))
+		}
+	}
+	for _, r := range g.Resources {
+		if !referenceRe.MatchString(r) || crypto.ContainsBSN(r) {
+			return fmt.Errorf("%w: resource is not a FHIR reference Type/id", ErrMalformed)
+		}
+	}
+	return nil
+}
+
+func (s *Succession) validate(issuer string) error {
+	switch {
+	case !validDID(s.ID):
+		return fmt.Errorf("%w: successor %q is not a DID", ErrMalformed, clip(s.ID))
+	case !validDID(s.Predecessor):
+		return fmt.Errorf("%w: predecessor %q is not a DID", ErrMalformed, clip(s.Predecessor))
+	case s.Predecessor != issuer:
+		// Only the predecessor can hand over what was granted to it and recorded under it.
+		return fmt.Errorf("%w: a succession must be issued by the predecessor (predecessor %s, issuer %s)", ErrMalformed, clip(s.Predecessor), clip(issuer))
+	case s.ID == s.Predecessor:
+		return fmt.Errorf("%w: an organisation cannot succeed itself", ErrMalformed)
+	}
+	switch s.Reason {
+	case SuccessionRenamed, SuccessionMerged, SuccessionMoved:
+		return nil
+	}
+	return fmt.Errorf("%w: succession reason %q is not renamed, merged or moved", ErrMalformed, clip(s.Reason))
 }
 
 func validText(s string) bool {

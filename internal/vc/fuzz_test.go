@@ -11,8 +11,25 @@ import (
 func FuzzParse(f *testing.F) {
 	fx := newFixture(f)
 	f.Add(fx.orgCredential(fx.reg, fx.rogue.id, "Huisartsenpraktijk Jansen", t0, time.Hour))
-	list, _, _ := fx.reg.list.Issue(fx.reg.sig, t0)
+	list, _, err := fx.reg.list.Issue(fx.reg.sig, t0)
+	if err != nil {
+		f.Fatalf("StatusListState.Issue: %v", err)
+	}
 	f.Add(list)
+	if grant, _, err := Issue(fx.reg.sig, referralRequest(fx.reg.id, fx.rogue.id, t0)); err == nil {
+		f.Add(grant)
+	} else {
+		f.Fatalf("Issue(referral grant): %v", err)
+	}
+	succ := successionRequest(fx.reg.id, fx.rogue.id, t0)
+	if succ.Status, err = fx.reg.list.Allocate(); err != nil {
+		f.Fatalf("Allocate: %v", err)
+	}
+	if c, _, err := Issue(fx.reg.sig, succ); err == nil {
+		f.Add(c)
+	} else {
+		f.Fatalf("Issue(succession): %v", err)
+	}
 	f.Add([]byte("eyJhbGciOiJFZERTQSIsInR5cCI6InZjK2p3dCJ9.e30.AA"))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		c, err := Parse(in)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,7 +33,9 @@ func slotKey(list string, i int) []byte   { return fmt.Appendf(nil, "sx/%s/%08d"
 func issuerStateKey(issuer string) []byte { return append([]byte("is/"), issuer...) }
 
 // Store keeps verified credentials, status lists and the directory derived from them. Only
-// credentials that pass every check are stored; a refused one leaves nothing behind. It is safe for
+// credentials that pass every check are stored; a refused one leaves nothing behind. Everything it
+// holds is public and, through OnChange, gossiped: it refuses a credential of a kind that is not
+// Public (ErrNotPublic), whether added, received in a batch or issued. It is safe for
 // concurrent use; writes are serialised so that the directory follows the credentials exactly.
 type Store struct {
 	db       *store.DB
@@ -89,6 +92,9 @@ func (s *Store) add(ctx context.Context, compact []byte) (*Credential, bool, err
 	c, err := Parse(compact)
 	if err != nil {
 		return nil, false, err
+	}
+	if err := public(c); err != nil {
+		return c, false, err
 	}
 	if c.Kind == StatusListCredential {
 		if c, err = s.verifier.VerifySignature(ctx, compact); err != nil {
@@ -156,6 +162,9 @@ func (s *Store) AddMany(ctx context.Context, docs [][]byte) []AddResult {
 	var batch []int
 	for i, d := range docs {
 		c, err := Parse(d)
+		if err == nil {
+			err = public(c)
+		}
 		if err != nil {
 			out[i].Err = err
 			continue
@@ -208,6 +217,14 @@ func (s *Store) AddMany(ctx context.Context, docs [][]byte) []AddResult {
 		}
 	}
 	return out
+}
+
+// public refuses a credential that must not be stored with the public documents.
+func public(c *Credential) error {
+	if !c.Kind.Public() {
+		return fmt.Errorf("store credential %s: %w: a %s travels point to point only", c.ID, ErrNotPublic, c.Kind)
+	}
+	return nil
 }
 
 // errBatch marks the credentials of a batch whose transaction failed.
@@ -354,30 +371,44 @@ type Filter struct {
 	Kind Kind
 }
 
-// List returns the stored credentials matching f, ordered by party and id.
+// List returns the stored credentials matching f, ordered by party and id. A list of one kind
+// without a party walks the party rows, which carry the kind, so that only credentials of that
+// kind are read and parsed (a node holds one organisation credential per organisation of the
+// network, and a rare kind is listed at every start).
 func (s *Store) List(ctx context.Context, f Filter) ([]*Credential, error) {
 	var out []*Credential
 	err := s.db.View(ctx, func(tx *store.Txn) error {
-		prefix, iterate := []byte("c/"), true
-		if f.Party != "" {
-			prefix, iterate = []byte("p/"+f.Party+"/"), false
+		prefix, byParty := []byte("c/"), false
+		switch {
+		case f.Party != "":
+			prefix, byParty = []byte("p/"+f.Party+"/"), true
+		case f.Kind != "":
+			prefix, byParty = []byte("p/"), true
 		}
 		seen := map[string]bool{}
 		return tx.Iterate(nsVC, prefix, store.IterOptions{}, func(k, v []byte) error {
 			raw := v
-			if !iterate {
+			if byParty {
 				if f.Kind != "" && Kind(v) != f.Kind {
 					return nil
 				}
 				id := string(k[len(prefix):])
+				if f.Party == "" {
+					// The row is p/<did>/<id>. A subject DID could hold a "/" (only its syntax is
+					// checked), so a row that names no credential is skipped: the issuer's row,
+					// whose DID resolved when the credential was verified, lists it.
+					_, id, _ = strings.Cut(id, "/")
+				}
 				if seen[id] {
 					return nil
 				}
-				seen[id] = true
 				var err error
-				if raw, err = tx.Get(nsVC, credKey(id)); err != nil {
+				if raw, err = tx.Get(nsVC, credKey(id)); errors.Is(err, store.ErrNotFound) && f.Party == "" {
+					return nil
+				} else if err != nil {
 					return err
 				}
+				seen[id] = true
 			}
 			c, err := Parse(raw)
 			if err != nil {
@@ -397,6 +428,9 @@ func (s *Store) List(ctx context.Context, f Filter) ([]*Credential, error) {
 // random index in the issuer's status list (publishing the list first when it is new), signs, and
 // stores the credential. req.Status is set here.
 func (s *Store) IssueAs(ctx context.Context, k *crypto.PrivateKey, req Request) (*Credential, error) {
+	if !req.Kind.Public() {
+		return nil, fmt.Errorf("issue %s: %w: issue it with Issue and deliver it point to point", req.Kind, ErrNotPublic)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st, fresh, err := s.issuerState(ctx, req.Issuer)

@@ -20,8 +20,9 @@ type StatusLists interface {
 	StatusBits(ctx context.Context, listID string) (Bits, error)
 }
 
-// TrustAnchors says which issuers are trusted for which credential kind. Kinds that are self-issued
-// (service registrations, status lists) need no anchor.
+// TrustAnchors says which issuers are trusted for which credential kind. Kinds whose issuer is the
+// party they speak for (service registrations, status lists, successions issued by the
+// predecessor, referral grants issued by the custodian) need no anchor.
 type TrustAnchors map[Kind][]string
 
 // Trusted reports whether issuer is trusted for kind.

@@ -1,5 +1,5 @@
 // Access: consent kept at the custodian, token requests decided by the custodian's node, token
-// introspection for the custodian's FHIR server, and referral grants.
+// introspection for the custodian's FHIR server, referral grants, and custodian successions.
 //
 // Wire compatibility: field numbers are append-only.
 
@@ -1463,7 +1463,7 @@ func (x *IssueReferralGrantRequest) GetValidForSeconds() int64 {
 type IssueReferralGrantResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	GrantId string                 `protobuf:"bytes,1,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
-	// grant is the custodian's signed grant (compact JWS) as delivered.
+	// grant is the custodian's ReferralGrantCredential (compact vc+jwt) as delivered.
 	Grant         string `protobuf:"bytes,2,opt,name=grant,proto3" json:"grant,omitempty"`
 	MessageId     string `protobuf:"bytes,3,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1614,6 +1614,122 @@ func (x *ReceivedGrant) GetBsn() string {
 	return ""
 }
 
+type DeclareSuccessionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// predecessor is the organisation that is succeeded, hosted on this node; it issues the credential.
+	Predecessor string `protobuf:"bytes,1,opt,name=predecessor,proto3" json:"predecessor,omitempty"`
+	// successor is the DID of the organisation that continues it.
+	Successor string `protobuf:"bytes,2,opt,name=successor,proto3" json:"successor,omitempty"`
+	// reason: "renamed", "merged" or "moved".
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeclareSuccessionRequest) Reset() {
+	*x = DeclareSuccessionRequest{}
+	mi := &file_schakel_v1_access_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeclareSuccessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeclareSuccessionRequest) ProtoMessage() {}
+
+func (x *DeclareSuccessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_schakel_v1_access_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeclareSuccessionRequest.ProtoReflect.Descriptor instead.
+func (*DeclareSuccessionRequest) Descriptor() ([]byte, []int) {
+	return file_schakel_v1_access_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *DeclareSuccessionRequest) GetPredecessor() string {
+	if x != nil {
+		return x.Predecessor
+	}
+	return ""
+}
+
+func (x *DeclareSuccessionRequest) GetSuccessor() string {
+	if x != nil {
+		return x.Successor
+	}
+	return ""
+}
+
+func (x *DeclareSuccessionRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type DeclareSuccessionResponse struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	CredentialId string                 `protobuf:"bytes,1,opt,name=credential_id,json=credentialId,proto3" json:"credential_id,omitempty"`
+	// credential is the CustodianSuccessionCredential (compact vc+jwt).
+	Credential    string `protobuf:"bytes,2,opt,name=credential,proto3" json:"credential,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeclareSuccessionResponse) Reset() {
+	*x = DeclareSuccessionResponse{}
+	mi := &file_schakel_v1_access_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeclareSuccessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeclareSuccessionResponse) ProtoMessage() {}
+
+func (x *DeclareSuccessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_schakel_v1_access_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeclareSuccessionResponse.ProtoReflect.Descriptor instead.
+func (*DeclareSuccessionResponse) Descriptor() ([]byte, []int) {
+	return file_schakel_v1_access_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *DeclareSuccessionResponse) GetCredentialId() string {
+	if x != nil {
+		return x.CredentialId
+	}
+	return ""
+}
+
+func (x *DeclareSuccessionResponse) GetCredential() string {
+	if x != nil {
+		return x.Credential
+	}
+	return ""
+}
+
 var File_schakel_v1_access_proto protoreflect.FileDescriptor
 
 const file_schakel_v1_access_proto_rawDesc = "" +
@@ -1749,7 +1865,16 @@ const file_schakel_v1_access_proto_rawDesc = "" +
 	"\tresources\x18\x04 \x03(\tR\tresources\x12\x18\n" +
 	"\apurpose\x18\x05 \x01(\tR\apurpose\x12(\n" +
 	"\x10valid_until_unix\x18\x06 \x01(\x03R\x0evalidUntilUnix\x12\x10\n" +
-	"\x03bsn\x18\a \x01(\tR\x03bsn2\xa4\x06\n" +
+	"\x03bsn\x18\a \x01(\tR\x03bsn\"r\n" +
+	"\x18DeclareSuccessionRequest\x12 \n" +
+	"\vpredecessor\x18\x01 \x01(\tR\vpredecessor\x12\x1c\n" +
+	"\tsuccessor\x18\x02 \x01(\tR\tsuccessor\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"`\n" +
+	"\x19DeclareSuccessionResponse\x12#\n" +
+	"\rcredential_id\x18\x01 \x01(\tR\fcredentialId\x12\x1e\n" +
+	"\n" +
+	"credential\x18\x02 \x01(\tR\n" +
+	"credential2\x86\a\n" +
 	"\rAccessService\x12Q\n" +
 	"\fRequestToken\x12\x1f.schakel.v1.RequestTokenRequest\x1a .schakel.v1.RequestTokenResponse\x12P\n" +
 	"\n" +
@@ -1760,7 +1885,8 @@ const file_schakel_v1_access_proto_rawDesc = "" +
 	"\rRevokeConsent\x12 .schakel.v1.RevokeConsentRequest\x1a!.schakel.v1.RevokeConsentResponse\x12V\n" +
 	"\fListConsents\x12\x1f.schakel.v1.ListConsentsRequest\x1a .schakel.v1.ListConsentsResponse\"\x03\x90\x02\x01\x12c\n" +
 	"\x12IssueReferralGrant\x12%.schakel.v1.IssueReferralGrantRequest\x1a&.schakel.v1.IssueReferralGrantResponse\x12S\n" +
-	"\vListNotices\x12\x1e.schakel.v1.ListNoticesRequest\x1a\x1f.schakel.v1.ListNoticesResponse\"\x03\x90\x02\x01B>Z<github.com/schakel-health/schakel/proto/schakel/v1;schakelv1b\x06proto3"
+	"\vListNotices\x12\x1e.schakel.v1.ListNoticesRequest\x1a\x1f.schakel.v1.ListNoticesResponse\"\x03\x90\x02\x01\x12`\n" +
+	"\x11DeclareSuccession\x12$.schakel.v1.DeclareSuccessionRequest\x1a%.schakel.v1.DeclareSuccessionResponseB>Z<github.com/schakel-health/schakel/proto/schakel/v1;schakelv1b\x06proto3"
 
 var (
 	file_schakel_v1_access_proto_rawDescOnce sync.Once
@@ -1774,7 +1900,7 @@ func file_schakel_v1_access_proto_rawDescGZIP() []byte {
 	return file_schakel_v1_access_proto_rawDescData
 }
 
-var file_schakel_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_schakel_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_schakel_v1_access_proto_goTypes = []any{
 	(*AccessEmployee)(nil),             // 0: schakel.v1.AccessEmployee
 	(*RequestTokenRequest)(nil),        // 1: schakel.v1.RequestTokenRequest
@@ -1798,6 +1924,8 @@ var file_schakel_v1_access_proto_goTypes = []any{
 	(*IssueReferralGrantRequest)(nil),  // 19: schakel.v1.IssueReferralGrantRequest
 	(*IssueReferralGrantResponse)(nil), // 20: schakel.v1.IssueReferralGrantResponse
 	(*ReceivedGrant)(nil),              // 21: schakel.v1.ReceivedGrant
+	(*DeclareSuccessionRequest)(nil),   // 22: schakel.v1.DeclareSuccessionRequest
+	(*DeclareSuccessionResponse)(nil),  // 23: schakel.v1.DeclareSuccessionResponse
 }
 var file_schakel_v1_access_proto_depIdxs = []int32{
 	0,  // 0: schakel.v1.RequestTokenRequest.employee:type_name -> schakel.v1.AccessEmployee
@@ -1818,17 +1946,19 @@ var file_schakel_v1_access_proto_depIdxs = []int32{
 	14, // 15: schakel.v1.AccessService.ListConsents:input_type -> schakel.v1.ListConsentsRequest
 	19, // 16: schakel.v1.AccessService.IssueReferralGrant:input_type -> schakel.v1.IssueReferralGrantRequest
 	16, // 17: schakel.v1.AccessService.ListNotices:input_type -> schakel.v1.ListNoticesRequest
-	2,  // 18: schakel.v1.AccessService.RequestToken:output_type -> schakel.v1.RequestTokenResponse
-	4,  // 19: schakel.v1.AccessService.Introspect:output_type -> schakel.v1.IntrospectResponse
-	7,  // 20: schakel.v1.AccessService.RecordConsent:output_type -> schakel.v1.RecordConsentResponse
-	9,  // 21: schakel.v1.AccessService.RequestConsent:output_type -> schakel.v1.RequestConsentResponse
-	11, // 22: schakel.v1.AccessService.ProcessConsent:output_type -> schakel.v1.ProcessConsentResponse
-	13, // 23: schakel.v1.AccessService.RevokeConsent:output_type -> schakel.v1.RevokeConsentResponse
-	15, // 24: schakel.v1.AccessService.ListConsents:output_type -> schakel.v1.ListConsentsResponse
-	20, // 25: schakel.v1.AccessService.IssueReferralGrant:output_type -> schakel.v1.IssueReferralGrantResponse
-	18, // 26: schakel.v1.AccessService.ListNotices:output_type -> schakel.v1.ListNoticesResponse
-	18, // [18:27] is the sub-list for method output_type
-	9,  // [9:18] is the sub-list for method input_type
+	22, // 18: schakel.v1.AccessService.DeclareSuccession:input_type -> schakel.v1.DeclareSuccessionRequest
+	2,  // 19: schakel.v1.AccessService.RequestToken:output_type -> schakel.v1.RequestTokenResponse
+	4,  // 20: schakel.v1.AccessService.Introspect:output_type -> schakel.v1.IntrospectResponse
+	7,  // 21: schakel.v1.AccessService.RecordConsent:output_type -> schakel.v1.RecordConsentResponse
+	9,  // 22: schakel.v1.AccessService.RequestConsent:output_type -> schakel.v1.RequestConsentResponse
+	11, // 23: schakel.v1.AccessService.ProcessConsent:output_type -> schakel.v1.ProcessConsentResponse
+	13, // 24: schakel.v1.AccessService.RevokeConsent:output_type -> schakel.v1.RevokeConsentResponse
+	15, // 25: schakel.v1.AccessService.ListConsents:output_type -> schakel.v1.ListConsentsResponse
+	20, // 26: schakel.v1.AccessService.IssueReferralGrant:output_type -> schakel.v1.IssueReferralGrantResponse
+	18, // 27: schakel.v1.AccessService.ListNotices:output_type -> schakel.v1.ListNoticesResponse
+	23, // 28: schakel.v1.AccessService.DeclareSuccession:output_type -> schakel.v1.DeclareSuccessionResponse
+	19, // [19:29] is the sub-list for method output_type
+	9,  // [9:19] is the sub-list for method input_type
 	9,  // [9:9] is the sub-list for extension type_name
 	9,  // [9:9] is the sub-list for extension extendee
 	0,  // [0:9] is the sub-list for field type_name
@@ -1845,7 +1975,7 @@ func file_schakel_v1_access_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_schakel_v1_access_proto_rawDesc), len(file_schakel_v1_access_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

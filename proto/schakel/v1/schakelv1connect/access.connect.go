@@ -1,5 +1,5 @@
 // Access: consent kept at the custodian, token requests decided by the custodian's node, token
-// introspection for the custodian's FHIR server, and referral grants.
+// introspection for the custodian's FHIR server, referral grants, and custodian successions.
 //
 // Wire compatibility: field numbers are append-only.
 
@@ -65,6 +65,9 @@ const (
 	// AccessServiceListNoticesProcedure is the fully-qualified name of the AccessService's ListNotices
 	// RPC.
 	AccessServiceListNoticesProcedure = "/schakel.v1.AccessService/ListNotices"
+	// AccessServiceDeclareSuccessionProcedure is the fully-qualified name of the AccessService's
+	// DeclareSuccession RPC.
+	AccessServiceDeclareSuccessionProcedure = "/schakel.v1.AccessService/DeclareSuccession"
 )
 
 // AccessServiceClient is a client for the schakel.v1.AccessService service.
@@ -91,11 +94,18 @@ type AccessServiceClient interface {
 	ListConsents(context.Context, *connect.Request[v1.ListConsentsRequest]) (*connect.Response[v1.ListConsentsResponse], error)
 	// IssueReferralGrant, at the referring custodian, grants one named receiving organisation access
 	// to a patient's data for planned care without consent: short-lived, scoped to data categories
-	// and resources, signed by the custodian and delivered to the grantee point to point.
+	// and resources, a ReferralGrantCredential signed by the custodian and delivered to the grantee
+	// point to point. It is never published.
 	IssueReferralGrant(context.Context, *connect.Request[v1.IssueReferralGrantRequest]) (*connect.Response[v1.IssueReferralGrantResponse], error)
 	// ListNotices lists the consent notices a hosted portal organisation received back, and the
 	// referral grants a hosted organisation received.
 	ListNotices(context.Context, *connect.Request[v1.ListNoticesRequest]) (*connect.Response[v1.ListNoticesResponse], error)
+	// DeclareSuccession, at the predecessor's node, declares that another organisation continues a
+	// hosted one (renamed, merged, or moved to another system): it issues a public
+	// CustodianSuccessionCredential as the predecessor and gossips it. From then on every node counts
+	// consents recorded at or given to the predecessor for the successor. Declaring the same
+	// succession again returns the credential already issued.
+	DeclareSuccession(context.Context, *connect.Request[v1.DeclareSuccessionRequest]) (*connect.Response[v1.DeclareSuccessionResponse], error)
 }
 
 // NewAccessServiceClient constructs a client for the schakel.v1.AccessService service. By default,
@@ -166,6 +176,12 @@ func NewAccessServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		declareSuccession: connect.NewClient[v1.DeclareSuccessionRequest, v1.DeclareSuccessionResponse](
+			httpClient,
+			baseURL+AccessServiceDeclareSuccessionProcedure,
+			connect.WithSchema(accessServiceMethods.ByName("DeclareSuccession")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -180,6 +196,7 @@ type accessServiceClient struct {
 	listConsents       *connect.Client[v1.ListConsentsRequest, v1.ListConsentsResponse]
 	issueReferralGrant *connect.Client[v1.IssueReferralGrantRequest, v1.IssueReferralGrantResponse]
 	listNotices        *connect.Client[v1.ListNoticesRequest, v1.ListNoticesResponse]
+	declareSuccession  *connect.Client[v1.DeclareSuccessionRequest, v1.DeclareSuccessionResponse]
 }
 
 // RequestToken calls schakel.v1.AccessService.RequestToken.
@@ -227,6 +244,11 @@ func (c *accessServiceClient) ListNotices(ctx context.Context, req *connect.Requ
 	return c.listNotices.CallUnary(ctx, req)
 }
 
+// DeclareSuccession calls schakel.v1.AccessService.DeclareSuccession.
+func (c *accessServiceClient) DeclareSuccession(ctx context.Context, req *connect.Request[v1.DeclareSuccessionRequest]) (*connect.Response[v1.DeclareSuccessionResponse], error) {
+	return c.declareSuccession.CallUnary(ctx, req)
+}
+
 // AccessServiceHandler is an implementation of the schakel.v1.AccessService service.
 type AccessServiceHandler interface {
 	// RequestToken asks the custodian organisation's node for an access token: the requesting node
@@ -251,11 +273,18 @@ type AccessServiceHandler interface {
 	ListConsents(context.Context, *connect.Request[v1.ListConsentsRequest]) (*connect.Response[v1.ListConsentsResponse], error)
 	// IssueReferralGrant, at the referring custodian, grants one named receiving organisation access
 	// to a patient's data for planned care without consent: short-lived, scoped to data categories
-	// and resources, signed by the custodian and delivered to the grantee point to point.
+	// and resources, a ReferralGrantCredential signed by the custodian and delivered to the grantee
+	// point to point. It is never published.
 	IssueReferralGrant(context.Context, *connect.Request[v1.IssueReferralGrantRequest]) (*connect.Response[v1.IssueReferralGrantResponse], error)
 	// ListNotices lists the consent notices a hosted portal organisation received back, and the
 	// referral grants a hosted organisation received.
 	ListNotices(context.Context, *connect.Request[v1.ListNoticesRequest]) (*connect.Response[v1.ListNoticesResponse], error)
+	// DeclareSuccession, at the predecessor's node, declares that another organisation continues a
+	// hosted one (renamed, merged, or moved to another system): it issues a public
+	// CustodianSuccessionCredential as the predecessor and gossips it. From then on every node counts
+	// consents recorded at or given to the predecessor for the successor. Declaring the same
+	// succession again returns the credential already issued.
+	DeclareSuccession(context.Context, *connect.Request[v1.DeclareSuccessionRequest]) (*connect.Response[v1.DeclareSuccessionResponse], error)
 }
 
 // NewAccessServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -322,6 +351,12 @@ func NewAccessServiceHandler(svc AccessServiceHandler, opts ...connect.HandlerOp
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	accessServiceDeclareSuccessionHandler := connect.NewUnaryHandler(
+		AccessServiceDeclareSuccessionProcedure,
+		svc.DeclareSuccession,
+		connect.WithSchema(accessServiceMethods.ByName("DeclareSuccession")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/schakel.v1.AccessService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AccessServiceRequestTokenProcedure:
@@ -342,6 +377,8 @@ func NewAccessServiceHandler(svc AccessServiceHandler, opts ...connect.HandlerOp
 			accessServiceIssueReferralGrantHandler.ServeHTTP(w, r)
 		case AccessServiceListNoticesProcedure:
 			accessServiceListNoticesHandler.ServeHTTP(w, r)
+		case AccessServiceDeclareSuccessionProcedure:
+			accessServiceDeclareSuccessionHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -385,4 +422,8 @@ func (UnimplementedAccessServiceHandler) IssueReferralGrant(context.Context, *co
 
 func (UnimplementedAccessServiceHandler) ListNotices(context.Context, *connect.Request[v1.ListNoticesRequest]) (*connect.Response[v1.ListNoticesResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("schakel.v1.AccessService.ListNotices is not implemented"))
+}
+
+func (UnimplementedAccessServiceHandler) DeclareSuccession(context.Context, *connect.Request[v1.DeclareSuccessionRequest]) (*connect.Response[v1.DeclareSuccessionResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("schakel.v1.AccessService.DeclareSuccession is not implemented"))
 }
