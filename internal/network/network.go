@@ -229,8 +229,10 @@ func (n *Network) Close() error {
 	return errors.Join(errs...)
 }
 
-// bootstrapLoop dials the bootstrap peers until connected to at least one, then now and then
-// again in case the node got isolated.
+// bootstrapLoop keeps the node connected to its bootstrap peers: it dials every one that is not
+// connected, backing off from 1 s to 10 s while some stay unreachable, and checks again every
+// 10 s. A peer lost to a partition, a restart or a failed introduction is so dialled again
+// within seconds of becoming reachable.
 func (n *Network) bootstrapLoop() {
 	defer n.wg.Done()
 	if len(n.cfg.Bootstrap) == 0 {
@@ -243,18 +245,27 @@ func (n *Network) bootstrapLoop() {
 			return
 		case <-time.After(wait):
 		}
-		if len(n.host.Network().Peers()) == 0 {
-			for _, a := range n.cfg.Bootstrap {
-				if err := n.Connect(n.ctx, a); err != nil {
-					n.log.Debug("bootstrap dial failed", slog.String("addr", a), slog.Any("error", err))
-				}
+		missing := false
+		for _, a := range n.cfg.Bootstrap {
+			info, err := peer.AddrInfoFromString(a)
+			if err != nil || info.ID == n.host.ID() || n.host.Network().Connectedness(info.ID) == network.Connected {
+				continue
 			}
-			wait = min(max(2*wait, time.Second), 30*time.Second)
+			missing = true
+			if err := n.Connect(n.ctx, a); err != nil {
+				n.log.Debug("bootstrap dial failed", slog.String("addr", a), slog.Any("error", err))
+			}
+		}
+		if missing {
+			wait = min(max(2*wait, time.Second), bootstrapRecheck)
 		} else {
-			wait = 30 * time.Second
+			wait = bootstrapRecheck
 		}
 	}
 }
+
+// bootstrapRecheck is how often the node checks that it is connected to its bootstrap peers.
+const bootstrapRecheck = 10 * time.Second
 
 // Connect dials a peer by multiaddr (ending in /p2p/<peer id>).
 func (n *Network) Connect(ctx context.Context, addr string) error {

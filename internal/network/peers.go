@@ -2,11 +2,13 @@ package network
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"strings"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -166,6 +168,14 @@ func (n *Network) admit(p peer.ID, dir network.Direction) {
 		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.BootstrapTimeout)
 		err := n.hello(ctx, p)
 		cancel()
+		if err != nil && transient(err) {
+			// The exchange did not happen (a peer still starting has no handler yet, a
+			// connection dropped): nothing was presented, so nothing is held against the peer.
+			// The bootstrap loop or the peer dials again.
+			n.log.Info("hello failed, not refused", slog.String("peer", p.String()), slog.Any("error", err))
+			_ = n.host.Network().ClosePeer(p)
+			return
+		}
 		if err != nil {
 			n.refuse(p, err.Error())
 			return
@@ -238,6 +248,18 @@ func (n *Network) admitted(p peer.ID) {
 
 // meshSettle is how long after admission the second catch-up runs: a few gossipsub heartbeats.
 const meshSettle = 3 * time.Second
+
+// transient reports whether a failed Hello failed in transport, before the peer could answer: a
+// stream that could not be opened or negotiated, a connection lost, a timeout. A peer that
+// answered and was refused, or presented what does not verify, is not transient.
+func transient(err error) bool {
+	switch connect.CodeOf(err) {
+	case connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeCanceled:
+		var ce *connect.Error
+		return errors.As(err, &ce)
+	}
+	return false
+}
 
 // refuse disconnects p and keeps it out for a while.
 func (n *Network) refuse(p peer.ID, why string) {

@@ -2,12 +2,14 @@ package network
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/test"
@@ -175,6 +177,23 @@ func TestJitter(t *testing.T) {
 	for range 1000 {
 		if d := jitter(time.Second); d < 500*time.Millisecond || d >= 1500*time.Millisecond {
 			t.Fatalf("jitter(1s) = %s", d)
+		}
+	}
+}
+
+func TestTransient(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("hello: %w", connect.NewError(connect.CodeUnavailable, errors.New("failed to negotiate protocol: protocols not supported"))), true},
+		{fmt.Errorf("hello: %w", connect.NewError(connect.CodeDeadlineExceeded, errors.New("timeout"))), true},
+		{fmt.Errorf("hello: %w", connect.NewError(connect.CodePermissionDenied, errors.New("no organisation credential"))), false},
+		{fmt.Errorf("hello: %w", connect.NewError(connect.CodeInvalidArgument, errors.New("300 documents"))), false},
+		{errors.New("hello: the DID document does not verify"), false},
+	} {
+		if got := transient(tc.err); got != tc.want {
+			t.Errorf("transient(%v) = %v, want %v", tc.err, got, tc.want)
 		}
 	}
 }
