@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime/pprof"
 	"time"
 
@@ -69,6 +71,16 @@ api_token_file, never a flag. SIGINT or SIGTERM stop the node gracefully.`,
 				return &exitError{2, err}
 			}
 			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: s.logLevel}))
+			if initialise, _ := cmd.Flags().GetBool("init"); initialise && s.node.DataDir != "" {
+				// A node started on an empty volume (a new container) creates its identity first.
+				if _, err := os.Stat(filepath.Join(s.node.DataDir, "node.key")); errors.Is(err, os.ErrNotExist) {
+					id, err := node.Init(s.node.DataDir)
+					if err != nil {
+						return err
+					}
+					logger.Info("data directory initialised", slog.String("dir", s.node.DataDir), slog.String("peer_id", id.String()))
+				}
+			}
 			if path := os.Getenv("SCHAKEL_CPU_PROFILE"); path != "" {
 				// For measuring the node under load (schakel bench): a CPU profile until it stops.
 				f, err := os.Create(path)
@@ -98,5 +110,6 @@ api_token_file, never a flag. SIGINT or SIGTERM stop the node gracefully.`,
 		},
 	}
 	addNodeFlags(cmd.Flags())
+	cmd.Flags().Bool("init", false, "create the data directory and the node's identity key first when they do not exist")
 	return cmd
 }

@@ -16,7 +16,6 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/schakel-health/schakel/internal/register"
-	schakelv1 "github.com/schakel-health/schakel/proto/schakel/v1"
 )
 
 // setupConfig is the file `schakel setup` writes for each node: what `schakel run` reads from
@@ -41,7 +40,7 @@ organisation, has the register issue its organisation credential, and writes DIR
 the API on 0.0.0.0:7631 (set SCHAKEL_API_TOKEN when running it), libp2p on port 7632, the register
 trusted, and every other node as a bootstrap peer at /dns4/<key>/tcp/7632 — the host names of the
 docker-compose network. A node already set up is left as it is, so running setup again is safe.
-DIR/network.txt lists the organisations and their DIDs.`,
+DIR/register/network.txt lists the organisations, their DIDs and peer ids.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			dir, _ := cmd.Flags().GetString("dir")
@@ -77,29 +76,42 @@ func setupNetwork(ctx context.Context, out io.Writer, dir string, keys []string)
 		}
 	}
 	d.reg = r
+	// What an earlier run set up is listed in network.txt; those nodes may be running (their data
+	// directories locked), so they are not opened again.
+	listed := map[string]string{}
+	if b, err := os.ReadFile(filepath.Join(regDir, "network.txt")); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) > 0 {
+				listed[f[0]] = line
+			}
+		}
+	}
 	peers := map[string]string{}
 	var listing strings.Builder
 	fmt.Fprintf(&listing, "register %s\n", r.DID())
 	for _, o := range orgs {
-		cfgPath := filepath.Join(dir, o.key, "schakel.yaml")
-		if _, err := os.Stat(cfgPath); err == nil {
+		if _, err := os.Stat(filepath.Join(dir, o.key, "schakel.yaml")); err == nil {
+			line, ok := listed[o.key]
+			f := strings.Fields(line)
+			if !ok || len(f) < 2 || f[len(f)-2] != "peer" {
+				return fmt.Errorf("setup: %s is set up but not listed in %s; remove %s to set it up again",
+					o.key, filepath.Join(regDir, "network.txt"), filepath.Join(dir, o.key, "schakel.yaml"))
+			}
 			fmt.Fprintf(out, "%s: already set up\n", o.key)
-		} else {
-			n, err := d.startOrg(ctx, o)
-			if err != nil {
-				return err
-			}
-			if err := d.admit(ctx, o); err != nil {
-				return err
-			}
-			fmt.Fprintf(out, "%s: %s %s admitted by the register\n", o.key, o.name, n.org)
+			peers[o.key] = f[len(f)-1]
+			fmt.Fprintln(&listing, line)
+			continue
 		}
-		id, did, err := nodeIdentity(ctx, d, o)
+		n, err := d.startOrg(ctx, o)
 		if err != nil {
 			return err
 		}
-		peers[o.key] = id
-		fmt.Fprintf(&listing, "%-9s %s %s peer %s\n", o.key, did, o.name, id)
+		if err := d.admit(ctx, o); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "%s: %s %s admitted by the register\n", o.key, o.name, n.org)
+		peers[o.key] = n.n.PeerID().String()
+		fmt.Fprintf(&listing, "%-9s %s %s peer %s\n", o.key, n.org, o.name, peers[o.key])
 		if err := d.stopNode(ctx, o.key); err != nil {
 			return err
 		}
@@ -120,30 +132,11 @@ func setupNetwork(ctx context.Context, out io.Writer, dir string, keys []string)
 			return err
 		}
 	}
-	if err := os.WriteFile(filepath.Join(dir, "network.txt"), []byte(listing.String()), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(regDir, "network.txt"), []byte(listing.String()), 0o644); err != nil {
 		return err
 	}
 	fmt.Fprint(out, listing.String())
 	return nil
-}
-
-// nodeIdentity returns the peer id of o's node and the DID of the organisation it hosts, starting
-// the node when setup did not.
-func nodeIdentity(ctx context.Context, d *demo, o demoOrg) (peerID, did string, err error) {
-	n := d.nodes[o.key]
-	if n == nil || n.n == nil {
-		if n, err = d.startNode(ctx, o.key, []string{d.reg.DID()}); err != nil {
-			return "", "", err
-		}
-	}
-	list, err := call(ctx, n.c.orgs.ListOrganizations, &schakelv1.ListOrganizationsRequest{})
-	if err != nil {
-		return "", "", err
-	}
-	if len(list.GetOrganizations()) != 1 {
-		return "", "", fmt.Errorf("%s's node hosts %d organisations, want 1", o.key, len(list.GetOrganizations()))
-	}
-	return n.n.PeerID().String(), list.GetOrganizations()[0].GetDid(), nil
 }
 
 func newHealthCmd() *cobra.Command {
