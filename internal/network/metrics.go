@@ -13,6 +13,7 @@ type metrics struct {
 	held           prometheus.GaugeFunc
 	peersRefused   prometheus.Counter
 	streamsRefused prometheus.Counter
+	streamsLimited prometheus.Counter
 	membersRefused prometheus.Counter
 	documents      *prometheus.CounterVec
 	gossip         *prometheus.CounterVec
@@ -37,6 +38,7 @@ func newMetrics(n *Network) *metrics {
 			func() float64 { return float64(n.held.len()) }),
 		peersRefused:   prometheus.NewCounter(prometheus.CounterOpts{Name: "schakel_peers_refused_total", Help: "Peers disconnected and refused at admission."}),
 		streamsRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "schakel_streams_refused_total", Help: "RPC streams refused because the peer was not admitted."}),
+		streamsLimited: prometheus.NewCounter(prometheus.CounterOpts{Name: "schakel_peer_calls_stream_limited_total", Help: "Token requests retried because the resource manager had no outbound stream free."}),
 		membersRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "schakel_members_refused_total", Help: "memberlist members refused (bad record or not admitted)."}),
 		documents: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "schakel_documents_received_total", Help: "Public documents received, by source and result."},
 			[]string{"source", "result"}),
@@ -53,7 +55,7 @@ func newMetrics(n *Network) *metrics {
 
 func (m *metrics) register(r prometheus.Registerer) error {
 	var errs []error
-	for _, c := range []prometheus.Collector{m.peers, m.admitted, m.held, m.peersRefused, m.streamsRefused, m.membersRefused,
+	for _, c := range []prometheus.Collector{m.peers, m.admitted, m.held, m.peersRefused, m.streamsRefused, m.streamsLimited, m.membersRefused,
 		m.documents, m.gossip, m.syncRounds, m.syncBytes, m.delivered, m.tokenRequests} {
 		errs = append(errs, r.Register(c))
 	}

@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/net/gostream"
@@ -312,11 +314,38 @@ func (n *Network) RequestToken(ctx context.Context, custodian string, req *schak
 	}
 	ctx, cancel := context.WithTimeout(ctx, rpcCallTimeout)
 	defer cancel()
-	resp, err := n.peerClient(p).RequestToken(ctx, connect.NewRequest(req))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
+	for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
+		resp, err := n.peerClient(p).RequestToken(ctx, connect.NewRequest(req))
+		if err == nil {
+			return resp.Msg, nil
+		}
+		// A burst beyond one HTTP/2 connection's streams opens more connections, each a libp2p
+		// stream, and either side's resource manager may refuse one. Nothing was sent on it —
+		// the assertion's jti is not spent — so the call is tried again once streams are
+		// released, until the call's deadline.
+		if !streamLimited(err) {
+			return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
+		}
+		n.m.streamsLimited.Inc()
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
+		case <-time.After(wait):
+		}
 	}
-	return resp.Msg, nil
+}
+
+// streamLimited reports whether err is a libp2p stream refused by a resource manager, here
+// ("cannot reserve outbound stream") or at the peer (reset with StreamResourceLimitExceeded),
+// before anything was sent on it.
+func streamLimited(err error) bool {
+	var se *network.StreamError
+	if errors.As(err, &se) && se.ErrorCode == network.StreamResourceLimitExceeded {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "cannot reserve outbound stream") ||
+		strings.Contains(msg, fmt.Sprintf("error code: %d", network.StreamResourceLimitExceeded))
 }
 
 // Deliver sends a private message to the node hosting its recipient, which must be connected and

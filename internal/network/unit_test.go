@@ -197,3 +197,19 @@ func TestTransient(t *testing.T) {
 		}
 	}
 }
+
+func TestStreamLimited(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{connect.NewError(connect.CodeUnavailable, errors.New("protocol:/schakel/rpc/1.0.0.peer:12D3: cannot reserve outbound stream: resource limit exceeded")), true},
+		{connect.NewError(connect.CodeUnavailable, &network.StreamError{ErrorCode: network.StreamResourceLimitExceeded, Remote: true}), true},
+		{connect.NewError(connect.CodeUnavailable, errors.New("stream reset (remote): code: 0x0: transport error: stream reset by remote, error code: 0")), false},
+		{connect.NewError(connect.CodeDeadlineExceeded, errors.New("context deadline exceeded")), false},
+	} {
+		if got := streamLimited(tc.err); got != tc.want {
+			t.Errorf("streamLimited(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
