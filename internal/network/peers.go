@@ -145,11 +145,16 @@ func (n *Network) connected(c network.Conn) {
 func (n *Network) disconnected(c network.Conn) {
 	p := c.RemotePeer()
 	n.gater.closed(p)
+	// Checked under the lock that connected takes: a new connection that arrived since this one
+	// closed is either visible here (the peer stays connected and admitted) or its notification
+	// comes after this and starts a fresh Hello. Checked before taking the lock, a connection
+	// arriving in between was marked connected, skipped Hello (the peer was still admitted), and
+	// then lost both marks here: the peer stayed connected but never admitted again.
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	if n.host.Network().Connectedness(p) == network.Connected {
 		return
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
 	s := n.state(p)
 	s.connected, s.lastSeen = false, n.cfg.Now()
 	s.admitted, s.helloing = false, false
