@@ -221,9 +221,14 @@ func composeScenario(t *testing.T, dids map[string]string) {
 	if a.AccessToken == "" {
 		t.Fatalf("no token: %+v", a)
 	}
-	if got := introspect(t, a.AccessToken); got["active"] != true {
+	got := introspect(t, a.AccessToken)
+	if got["active"] != true {
 		t.Fatalf("introspection of a fresh token: %v", got)
 	}
+	// The GP practice's FHIR server records what it served under that token.
+	jti, _ := got["jti"].(string)
+	cli(t, "gp", 0, "log", "record", "--org", dids["gp"], "--bsn", testBSN, "--category", "medication",
+		"--query", "MedicationStatement?patient=e2e", "--token", jti, "--requester", dids["hospital"], "--uzi", "900012345", "--role", "01.015")
 	// Refused: the GP summary (not consented), a company doctor (never).
 	if r := requestToken(t, dids, "gp-professional-summary", "01.015", 3); r.Error != "access_denied" {
 		t.Fatalf("GP summary: %+v", r)
@@ -242,10 +247,64 @@ func composeScenario(t *testing.T, dids map[string]string) {
 	if !strings.Contains(view, `"outcome":"refused"`) || !strings.Contains(view, `"outcome":"granted"`) || !strings.Contains(view, dids["hospital"]) {
 		t.Fatalf("patient view:\n%s", view)
 	}
-	// The GP practice's log exports and verifies.
-	dir := filepath.Join(t.TempDir(), "gp-log")
-	cli(t, "gp", 0, "log", "export", "--org", dids["gp"], "--out", dir)
-	schakel(t, 0, "log", "verify", dir)
+	if !strings.Contains(view, jti) {
+		t.Fatalf("the patient view does not show the access recorded under token %s:\n%s", jti, view)
+	}
+	// The hospital's and the portal's nodes witness the GP practice's log: an export verifies with
+	// both cosignatures required.
+	var keys []string
+	for _, k := range []string{"hospital", "portal"} {
+		var info struct {
+			WitnessKey string `json:"witnessKey"`
+		}
+		api(t, k, "NodeService/GetNodeInfo", map[string]any{}, &info)
+		keys = append(keys, info.WitnessKey)
+	}
+	api(t, "gp", "LogService/GetLogInfo", map[string]any{"organization": dids["gp"], "checkpoint": true}, nil)
+	var dir string
+	eventuallyT(t, 60*time.Second, "an export of the GP's log verifies with both witnesses' cosignatures", func() bool {
+		dir = filepath.Join(t.TempDir(), "gp-log")
+		cli(t, "gp", 0, "log", "export", "--org", dids["gp"], "--out", dir)
+		return exec.Command(binary, "log", "verify", dir, "--witness", keys[0], "--witness", keys[1], "--min-cosignatures", "2").Run() == nil
+	})
+	// A tampered copy (one entry's data category changed) is caught at that entry.
+	entries := filepath.Join(dir, "entries.jsonl")
+	b, err := os.ReadFile(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tampered := strings.Replace(string(b), `"dataCategory":"medication"`, `"dataCategory":"gp-professional-summary"`, 1)
+	if tampered == string(b) {
+		t.Fatal("no medication entry to tamper with")
+	}
+	if err := os.WriteFile(entries, []byte(tampered), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out := schakel(t, 1, "log", "verify", dir); !strings.Contains(out, "entry") {
+		t.Fatalf("the tampered copy was refused without naming the entry: %s", out)
+	}
+}
+
+// api calls key's internal API as JSON over HTTP (Connect protocol), the way an EHR would.
+func api(t *testing.T, key, method string, req, resp any) {
+	t.Helper()
+	body, _ := json.Marshal(req)
+	r, _ := http.NewRequest(http.MethodPost, composeAPI[key]+"/schakel.v1."+method, strings.NewReader(string(body)))
+	r.Header.Set("Content-Type", "application/json")
+	r.Header.Set("Authorization", "Bearer "+composeToken)
+	res, err := http.DefaultClient.Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("%s at %s: %s", method, key, res.Status)
+	}
+	if resp != nil {
+		if err := json.NewDecoder(res.Body).Decode(resp); err != nil {
+			t.Fatalf("%s at %s: %v", method, key, err)
+		}
+	}
 }
 
 func introspect(t *testing.T, token string) map[string]any {
