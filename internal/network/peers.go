@@ -125,6 +125,11 @@ func (n *Network) connected(c network.Conn) {
 	p := c.RemotePeer()
 	n.mu.Lock()
 	s := n.state(p)
+	// A peer marked admitted but not connected was admitted on connections that are gone (a
+	// Hello that finished as they closed): a new connection is introduced afresh.
+	if s.admitted && !s.connected && !s.helloing {
+		s.admitted = false
+	}
 	s.connected, s.lastSeen = true, n.cfg.Now()
 	start := !s.helloing && !s.admitted
 	if start {
@@ -172,11 +177,21 @@ func (n *Network) admit(p peer.ID, dir network.Direction) {
 	if dir == network.DirOutbound {
 		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.BootstrapTimeout)
 		err := n.hello(ctx, p)
+		// A Hello that failed in transport did not happen (a peer still starting has no
+		// handler yet): nothing was presented, so nothing is held against the peer, and it is
+		// tried again while the bootstrap timeout lasts and the connection stands.
+		for wait := 100 * time.Millisecond; err != nil && transient(err) && ctx.Err() == nil &&
+			n.host.Network().Connectedness(p) == network.Connected; wait = min(2*wait, time.Second) {
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+				err = n.hello(ctx, p)
+			}
+		}
 		cancel()
 		if err != nil && transient(err) {
-			// The exchange did not happen (a peer still starting has no handler yet, a
-			// connection dropped): nothing was presented, so nothing is held against the peer.
-			// The bootstrap loop or the peer dials again.
+			// Still no exchange: leave it to the next connection (the bootstrap loop or the
+			// peer dials again), without penalty.
 			n.log.Info("hello failed, not refused", slog.String("peer", p.String()), slog.Any("error", err))
 			_ = n.host.Network().ClosePeer(p)
 			return
@@ -221,6 +236,12 @@ func (n *Network) admitted(p peer.ID) {
 	n.gater.promoted(p)
 	n.mu.Lock()
 	s := n.state(p)
+	if n.host.Network().Connectedness(p) != network.Connected {
+		// The connections closed while Hello ran: the next one is introduced afresh.
+		n.mu.Unlock()
+		return
+	}
+	s.connected = true
 	first := !s.admitted
 	s.admitted, s.org, s.lastSeen = true, org, n.cfg.Now()
 	addr := s.membershipAddr
