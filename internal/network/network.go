@@ -21,7 +21,6 @@ import (
 	"github.com/multiformats/go-multiaddr"
 
 	schakelv1 "github.com/schakel-health/schakel/proto/schakel/v1"
-	"github.com/schakel-health/schakel/proto/schakel/v1/schakelv1connect"
 )
 
 // Backend is what the node does for the network: verify and store documents, decide admission,
@@ -96,7 +95,7 @@ type Network struct {
 	peers          map[peer.ID]*peerState
 	refusedMembers map[peer.ID]string // memberlist members refused as not admitted, by address
 	syncTotals     SyncResult
-	clients        map[peer.ID]schakelv1connect.PeerServiceClient
+	clients        map[peer.ID]peerRPC
 
 	ctx    context.Context
 	cancel context.CancelFunc

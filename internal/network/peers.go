@@ -130,6 +130,9 @@ func (n *Network) connected(c network.Conn) {
 	if s.admitted && !s.connected && !s.helloing {
 		s.admitted = false
 	}
+	if !s.connected {
+		n.dropClient(p)
+	}
 	s.connected, s.lastSeen = true, n.cfg.Now()
 	start := !s.helloing && !s.admitted
 	if start {
@@ -163,6 +166,7 @@ func (n *Network) disconnected(c network.Conn) {
 	s := n.state(p)
 	s.connected, s.lastSeen = false, n.cfg.Now()
 	s.admitted, s.helloing = false, false
+	n.dropClient(p)
 }
 
 // admit runs the bootstrap exchange with a newly connected peer. The side that dialed calls

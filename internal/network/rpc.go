@@ -156,7 +156,7 @@ func (l *admittedListener) vet(c net.Conn) {
 const compressMinBytes = 16 << 10
 
 // client returns a PeerService client that reaches p over protocol proto.
-func (n *Network) client(p peer.ID, proto protocol.ID) schakelv1connect.PeerServiceClient {
+func (n *Network) client(p peer.ID, proto protocol.ID) peerRPC {
 	t := &http.Transport{
 		Protocols: protocols(),
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -165,8 +165,15 @@ func (n *Network) client(p peer.ID, proto protocol.ID) schakelv1connect.PeerServ
 		MaxIdleConnsPerHost: 1,
 		IdleConnTimeout:     time.Minute,
 	}
-	return schakelv1connect.NewPeerServiceClient(&http.Client{Transport: t}, "http://"+p.String(),
+	c := schakelv1connect.NewPeerServiceClient(&http.Client{Transport: t}, "http://"+p.String(),
 		connect.WithGRPC(), connect.WithReadMaxBytes(maxRPCMessage), connect.WithCompressMinBytes(compressMinBytes))
+	return peerRPC{c: c, t: t}
+}
+
+// peerRPC is a PeerService client and the transport that holds its connections.
+type peerRPC struct {
+	c schakelv1connect.PeerServiceClient
+	t *http.Transport
 }
 
 // peerClient returns the cached RPC client of an admitted peer.
@@ -174,14 +181,24 @@ func (n *Network) peerClient(p peer.ID) schakelv1connect.PeerServiceClient {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.clients == nil {
-		n.clients = map[peer.ID]schakelv1connect.PeerServiceClient{}
+		n.clients = map[peer.ID]peerRPC{}
 	}
 	c, ok := n.clients[p]
 	if !ok {
 		c = n.client(p, RPCProtocol)
 		n.clients[p] = c
 	}
-	return c
+	return c.c
+}
+
+// dropClient forgets p's RPC client and closes its connections; the caller holds n.mu. Its
+// HTTP/2 connections ran over libp2p streams of connections that are gone: after a partition the
+// first call on them waited for the keepalive timeout and then failed.
+func (n *Network) dropClient(p peer.ID) {
+	if c, ok := n.clients[p]; ok {
+		delete(n.clients, p)
+		go c.t.CloseIdleConnections()
+	}
 }
 
 // hello calls Hello on p over the bootstrap protocol and admits what it presents.
@@ -191,7 +208,8 @@ func (n *Network) hello(ctx context.Context, p peer.ID) error {
 		return err
 	}
 	c := n.client(p, BootstrapProtocol)
-	resp, err := c.Hello(ctx, connect.NewRequest(&schakelv1.HelloRequest{Documents: docs, MembershipAddr: n.MembershipAddr()}))
+	defer c.t.CloseIdleConnections()
+	resp, err := c.c.Hello(ctx, connect.NewRequest(&schakelv1.HelloRequest{Documents: docs, MembershipAddr: n.MembershipAddr()}))
 	if err != nil {
 		return fmt.Errorf("hello: %w", err)
 	}
