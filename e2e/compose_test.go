@@ -5,6 +5,7 @@ package e2e
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -554,6 +555,33 @@ func composePartition(t *testing.T, dids map[string]string) {
 		out := inside(key, "credential", "issue", "--org", dids[key], "--endpoint", "fhir=https://"+key+".example/fhir", "--category", category)
 		return strings.Fields(lastLine(out))[0]
 	}
+	// The pharmacy may read the patient's medication at the GP practice, until the consent is
+	// revoked — which happens while the pharmacy is cut off.
+	var rec struct {
+		Consent struct{ ID string } `json:"consent"`
+	}
+	cliJSON(t, "gp", &rec, "consent", "record", "--custodian", dids["gp"], "--bsn", testBSN, "--grantee-org", dids["pharmacy"], "--category", "medication")
+	// pharmacyAsks has the pharmacy's node ask the GP practice for the medication and returns the
+	// CLI's exit code: 0 granted, 3 refused, 1 no answer.
+	pharmacyAsks := func() int {
+		t.Helper()
+		cmd := exec.Command("docker", "exec", pharmacy, "/schakel", "token", "request", "--org", dids["pharmacy"], "--custodian", dids["gp"],
+			"--bsn", testBSN, "--category", "medication", "--uzi", "900098765", "--role", "17.075", "--name", "apotheker B. Smit", "--dpop-jkt", dpopJKT)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		switch {
+		case err == nil:
+			return 0
+		case errors.As(err, &ee):
+			t.Logf("pharmacy's token request: exit %d: %s", ee.ExitCode(), strings.TrimSpace(lastLine(string(out))))
+			return ee.ExitCode()
+		}
+		t.Fatalf("docker exec: %v", err)
+		return -1
+	}
+	// The GP practice's node was just killed and restarted: the pharmacy's may still be reconnecting.
+	waitAdmitted(t, "pharmacy", 3, 60*time.Second)
+	eventuallyT(t, 30*time.Second, "the pharmacy is granted the medication before the partition", func() bool { return pharmacyAsks() == 0 })
 	before := issue("gp", "gp-professional-summary")
 	eventuallyT(t, 30*time.Second, "the pharmacy holds the GP's registration", func() bool {
 		return strings.Contains(cli(t, "pharmacy", 0, "credential", "list", "--org", dids["gp"]), before)
@@ -564,6 +592,10 @@ func composePartition(t *testing.T, dids map[string]string) {
 	gpNew := issue("gp", "gp-professional-summary")
 	cli(t, "gp", 0, "credential", "revoke", "--org", dids["gp"], "--id", before)
 	phNew := issue("pharmacy", "medication")
+	cli(t, "gp", 0, "consent", "revoke", rec.Consent.ID, "--custodian", dids["gp"])
+	if code := pharmacyAsks(); code != 1 {
+		t.Fatalf("the partitioned pharmacy's request: exit %d, want 1 (the custodian unreachable)", code)
+	}
 	time.Sleep(3 * time.Second)
 	if strings.Contains(inside("pharmacy", "credential", "list", "--org", dids["gp"]), gpNew) {
 		t.Fatal("the partitioned pharmacy already holds what the GP published while apart")
@@ -580,5 +612,12 @@ func composePartition(t *testing.T, dids map[string]string) {
 		out, _ := exec.Command(binary, "credential", "verify", "--id", before, "--node", composeAPI["pharmacy"]).CombinedOutput()
 		return strings.Contains(string(out), "revoked")
 	})
+	// The revoked consent is refused to the pharmacy once it is back (its node may still be
+	// finding out that its connection from before the partition is gone).
+	code := 1
+	eventuallyT(t, 45*time.Second, "the pharmacy's request gets an answer", func() bool { code = pharmacyAsks(); return code != 1 })
+	if code != 3 {
+		t.Fatalf("the pharmacy's request after the partition healed: exit %d, want 3 (refused: consent revoked)", code)
+	}
 	t.Logf("converged %s after reconnecting", time.Since(start).Round(100*time.Millisecond))
 }
