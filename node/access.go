@@ -486,6 +486,14 @@ func (n *Node) orgCredential(ctx context.Context, org string) (*vc.Organization,
 	return e.org, e.ok
 }
 
+// forgetCredential drops the cached outcome of org's credential check, so that the next check
+// reads the store again.
+func (n *Node) forgetCredential(org string) {
+	n.credCache.mu.Lock()
+	delete(n.credCache.m, org)
+	n.credCache.mu.Unlock()
+}
+
 // Introspect implements the AccessService RPC (and POST /oauth2/introspect).
 func (n *Node) Introspect(ctx context.Context, req *schakelv1.IntrospectRequest) (*schakelv1.IntrospectResponse, error) {
 	r := n.introspector.Introspect(ctx, req.GetToken())

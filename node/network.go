@@ -144,7 +144,10 @@ func (b *peerBackend) Introduce(ctx context.Context, p peer.ID, docs [][]byte) (
 		return "", fmt.Errorf("%w: no organisation credential from a trusted register for an organisation that binds %s", network.ErrNotAdmitted, p)
 	}
 	b.acceptAll(ctx, docs)
+	// Checks made before the newcomer's documents were stored (a gossiped document naming its
+	// organisation, say) found it without a credential; they are not the answer now.
 	b.forget(p)
+	b.n.forgetCredential(bound)
 	if org, ok := b.Admitted(ctx, p); ok {
 		return org, nil
 	}

@@ -663,3 +663,17 @@ func TestCatchUpAfterOffline(t *testing.T) {
 		t.Fatalf("reconciliation cost %d bytes for %d differences", overhead, docs)
 	}
 }
+
+// TestAdmissionAfterNegativeCredentialCheck: a node that checked an organisation's credential
+// before holding it (a gossiped document naming it, a token request) admits that organisation's
+// node when it introduces itself with the credential, not only after the check's cache expires.
+func TestAdmissionAfterNegativeCredentialCheck(t *testing.T) {
+	reg := newRegister(t)
+	a := newNetNode(t, reg, "Praktijk A", true)
+	b := newNetNode(t, reg, "Praktijk B", true)
+	if _, ok := a.orgCredential(t.Context(), b.org); ok {
+		t.Fatal("A holds B's credential before they met")
+	}
+	link(t, b, a)
+	eventually(t, 10*time.Second, "A admits B", func() bool { return admittedCount(a) == 1 })
+}

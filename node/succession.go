@@ -90,6 +90,10 @@ func (n *Node) recordSuccession(ctx context.Context, c *vc.Credential) error {
 // followed; the refusal is logged, the document is not refused, because it is valid and other
 // nodes may hold it.
 func (n *Node) credentialAdded(ctx context.Context, c *vc.Credential) {
+	if c != nil && c.Kind == vc.OrganizationCredential {
+		// A check made before it arrived may have found the organisation without one.
+		n.forgetCredential(c.Subject)
+	}
 	if c == nil || c.Kind != vc.CustodianSuccessionCredential {
 		return
 	}
