@@ -20,21 +20,21 @@ import (
 // fileConfig is the YAML configuration file. Every key has a SCHAKEL_* environment variable and,
 // except secrets, a flag of the same name: defaults < file < environment < flags.
 type fileConfig struct {
-	Data               string   `yaml:"data"`
-	APIAddr            string   `yaml:"api_addr"`
+	Data               string   `yaml:"data,omitempty"`
+	APIAddr            string   `yaml:"api_addr,omitempty"`
 	P2PAddr            string   `yaml:"p2p_addr"`
-	APITokenFile       string   `yaml:"api_token_file"`
-	APITLSCert         string   `yaml:"api_tls_cert"`
-	APITLSKey          string   `yaml:"api_tls_key"`
-	APIClientCA        string   `yaml:"api_client_ca"`
-	TrustedRegisters   []string `yaml:"trusted_registers"`
-	CredentialValidity string   `yaml:"credential_validity"`
-	LogLevel           string   `yaml:"log_level"`
-	Bootstrap          []string `yaml:"bootstrap"`
-	AnnounceAddrs      []string `yaml:"announce_addrs"`
-	MembershipAddr     string   `yaml:"membership_addr"`
-	SyncInterval       string   `yaml:"sync_interval"`
-	Policy             string   `yaml:"policy"`
+	APITokenFile       string   `yaml:"api_token_file,omitempty"`
+	APITLSCert         string   `yaml:"api_tls_cert,omitempty"`
+	APITLSKey          string   `yaml:"api_tls_key,omitempty"`
+	APIClientCA        string   `yaml:"api_client_ca,omitempty"`
+	TrustedRegisters   []string `yaml:"trusted_registers,omitempty"`
+	CredentialValidity string   `yaml:"credential_validity,omitempty"`
+	LogLevel           string   `yaml:"log_level,omitempty"`
+	Bootstrap          []string `yaml:"bootstrap,omitempty"`
+	AnnounceAddrs      []string `yaml:"announce_addrs,omitempty"`
+	MembershipAddr     string   `yaml:"membership_addr,omitempty"`
+	SyncInterval       string   `yaml:"sync_interval,omitempty"`
+	Policy             string   `yaml:"policy,omitempty"`
 }
 
 // maxConfigSize bounds the configuration file.

@@ -18,17 +18,6 @@ import (
 	"github.com/schakel-health/schakel/internal/register"
 )
 
-// setupConfig is the file `schakel setup` writes for each node: what `schakel run` reads from
-// <data>/schakel.yaml.
-type setupConfig struct {
-	APIAddr          string   `yaml:"api_addr"`
-	P2PAddr          string   `yaml:"p2p_addr"`
-	TrustedRegisters []string `yaml:"trusted_registers"`
-	Bootstrap        []string `yaml:"bootstrap"`
-	SyncInterval     string   `yaml:"sync_interval"`
-	LogLevel         string   `yaml:"log_level"`
-}
-
 func newSetupCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "setup --dir DIR [--orgs gp,pharmacy,hospital,portal]",
@@ -117,7 +106,9 @@ func setupNetwork(ctx context.Context, out io.Writer, dir string, keys []string)
 		}
 	}
 	for _, o := range orgs {
-		cfg := setupConfig{APIAddr: "0.0.0.0:7631", P2PAddr: "/ip4/0.0.0.0/tcp/7632", TrustedRegisters: []string{r.DID()},
+		// The file `schakel run` reads from the data directory, written with its own type so that
+		// every key is one it knows.
+		cfg := fileConfig{APIAddr: "0.0.0.0:7631", P2PAddr: "/ip4/0.0.0.0/tcp/7632", TrustedRegisters: []string{r.DID()},
 			SyncInterval: "10s", LogLevel: "info"}
 		for _, other := range orgs {
 			if other.key != o.key {
