@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/schakel-health/schakel/internal/accesslog/verify"
@@ -1044,5 +1045,68 @@ func TestAppendWith(t *testing.T) {
 	sameDump(t, before, dumpDB(t, db))
 	if r, err := l.AppendWith(t.Context(), sampleEntry(1, pseudonym(1, 1)), nil); err != nil || r.Index != 1 {
 		t.Fatalf("AppendWith(nil) after refusals: index %d, %v; want 1", r.Index, err)
+	}
+}
+
+// TestOpenReadsNoHistory holds invariant 7 (start-up does not grow with history): after 500
+// appends, every entry but the last is deleted from storage behind the log's back, and the log
+// still opens, with its size, head and latest checkpoint, and takes appends. Opening that read
+// (replayed) the entries would fail or lose the size.
+func TestOpenReadsNoHistory(t *testing.T) {
+	dir := t.TempDir()
+	key := newLogKey(t, testOrigin)
+	cfg := Config{CheckpointEvery: 100}
+	db := diskDB(t, dir)
+	l, err := New(cfg, db, key.signer, key.vkey, testOrigin, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	const n = 500
+	for i := range n {
+		if _, err := l.Append(t.Context(), sampleEntry(i, pseudonym(1, i%8))); err != nil {
+			t.Fatalf("Append(%d): %v", i, err)
+		}
+	}
+	if err := l.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	_, size, err := l.LatestCheckpoint(t.Context())
+	if err != nil || size != n {
+		t.Fatalf("LatestCheckpoint before = %d, %v; want %d", size, err, n)
+	}
+	err = db.Badger().Update(func(txn *badger.Txn) error {
+		for i := range int64(n - 1) {
+			if err := txn.Delete(l.fk.entry(i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err = New(cfg, db, key.signer, key.vkey, testOrigin, nil)
+	if err != nil {
+		t.Fatalf("New over a log whose old entries are gone: %v", err)
+	}
+	if err := l.Start(t.Context()); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	if l.Size() != n {
+		t.Fatalf("reopened with size %d, want %d", l.Size(), n)
+	}
+	r, err := l.Append(t.Context(), sampleEntry(n, pseudonym(1, 0)))
+	if err != nil || r.Index != n {
+		t.Fatalf("Append after reopening = %d, %v; want index %d", r.Index, err, n)
+	}
+	// The deletion is real: reading the history now fails.
+	if _, err := l.Entries(t.Context(), 0, 1); err == nil {
+		t.Fatal("Entries(0) succeeded over a deleted entry: the test deleted nothing")
+	}
+	if err := l.Close(t.Context()); err != nil {
+		t.Fatal(err)
 	}
 }
