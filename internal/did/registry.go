@@ -212,6 +212,9 @@ func (r *Registry) Events(ctx context.Context, id string) ([][]byte, error) {
 // PutDocument verifies a compact DID document against the DID's stored key state and stores it if it
 // is newer than the one held. It reports whether it was stored.
 func (r *Registry) PutDocument(ctx context.Context, compact []byte) (*Document, bool, error) {
+	if len(compact) > MaxDocumentSize {
+		return nil, false, fmt.Errorf("%w: %d bytes exceeds %d", ErrDocument, len(compact), MaxDocumentSize)
+	}
 	var (
 		doc    *Document
 		stored bool

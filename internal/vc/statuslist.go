@@ -68,8 +68,13 @@ func (b Bits) Encode() string {
 }
 
 // DecodeBits parses an encodedList, refusing lists shorter than StatusListSize or longer than
-// MaxStatusListSize entries.
+// MaxStatusListSize entries. It inflates at most MaxStatusListSize/8+1 bytes, whatever the input.
 func DecodeBits(encoded string) (Bits, error) {
+	// An encodedList travels inside a credential: one longer than a credential may be is refused
+	// before it is decoded.
+	if len(encoded) > MaxSize {
+		return nil, fmt.Errorf("%w: encodedList of %d bytes exceeds %d", ErrTooLarge, len(encoded), MaxSize)
+	}
 	if len(encoded) < 2 || encoded[0] != 'u' {
 		return nil, fmt.Errorf("%w: encodedList must be multibase base64url", ErrMalformed)
 	}
