@@ -45,6 +45,9 @@ func (l *Log) makeCheckpoint(minSize int64) (int64, error) {
 	if err != nil {
 		return size, err
 	}
+	if err := l.db.CheckSpace(); err != nil {
+		return size, fmt.Errorf("checkpoint %d: %w", size, err)
+	}
 	txn := l.bdb.NewTransaction(true)
 	defer txn.Discard()
 	if err := txn.Set(l.fk.checkpoint(size), msg); err != nil {

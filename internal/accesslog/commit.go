@@ -261,9 +261,10 @@ type group struct {
 
 // commitGroup gives reqs their places, writes them in one transaction and acknowledges each. A
 // request refused here (a time before the previous entry's) is acknowledged with its error and
-// takes no place. If building the transaction fails nothing is written and every request gets the
-// error. If the commit fails the log stops: badger may hold part of the group, so the state in
-// memory can no longer be trusted; every later append fails with ErrFailed.
+// takes no place. If building the transaction fails, or the store is short of free space
+// (store.ErrNoSpace), nothing is written and every request gets the error. If the commit fails
+// the log stops: badger may hold part of the group, so the state in memory can no longer be
+// trusted; every later append fails with ErrFailed.
 func (c *committer) commitGroup(reqs []*request) {
 	l := c.l
 	defer func() {
@@ -277,6 +278,13 @@ func (c *committer) commitGroup(reqs []*request) {
 	if l.failed.Load() {
 		for _, r := range reqs {
 			r.err = fmt.Errorf("accesslog: append: %w", ErrFailed)
+		}
+		return
+	}
+	if err := l.db.CheckSpace(); err != nil {
+		// Nothing is written, so the log takes appends again once space is freed.
+		for _, r := range reqs {
+			r.err = fmt.Errorf("accesslog: append: %w", err)
 		}
 		return
 	}

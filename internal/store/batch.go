@@ -91,7 +91,8 @@ type writeReq struct {
 // does a batch too large for one badger transaction by itself, which the committer refuses alone.
 // If ctx is cancelled before the committer takes the batch, Write returns ctx.Err() and nothing
 // is written; once taken, Write waits for the result. An empty batch returns nil at once. After
-// Close has begun, Write returns ErrClosed.
+// Close has begun, Write returns ErrClosed. While the data directory's filesystem is below
+// Config.MinFreeSpace, every batch of a group fails with ErrNoSpace and nothing is written.
 func (db *DB) Write(ctx context.Context, b *Batch) error {
 	if err := db.enter(); err != nil {
 		return err
@@ -165,6 +166,10 @@ func (db *DB) commitLoop() {
 // reports ErrTxnTooBig — never splitting a batch, and acknowledges every batch with the result of
 // the transaction that carried it.
 func (db *DB) commitGroup(group []*writeReq) {
+	if err := db.CheckSpace(); err != nil {
+		ack(group, fmt.Errorf("store: write: %w", err))
+		return
+	}
 	for start := 0; start < len(group); {
 		txn := db.bdb.NewTransaction(true)
 		n, addErr := addBatches(txn, group[start:])

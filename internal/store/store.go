@@ -39,6 +39,10 @@ var (
 	// ErrTooLarge reports a value above Config.MaxValueSize, a key above badger's key limit, or a
 	// single batch or transaction too large for one badger transaction. Nothing is written.
 	ErrTooLarge = errors.New("value too large")
+	// ErrNoSpace reports a write refused because the filesystem of the data directory has less
+	// free space than Config.MinFreeSpace. Nothing is written; writes succeed again once space is
+	// freed. The message gives the free space and the reserve.
+	ErrNoSpace = errors.New("not enough free disk space")
 )
 
 // FormatVersion is the on-disk format this code reads and writes. It is stored under a reserved
@@ -113,6 +117,14 @@ type Config struct {
 	// in-memory DBs; in memory every value lives in the memtable, so MemTableSize must be at
 	// least about 7 × MaxValueSize.
 	MemTableSize int64
+
+	// MinFreeSpace is the free space, in bytes, that writes leave on the filesystem of Dir: while
+	// less is free, every write fails with ErrNoSpace before badger sees it. badger writes its
+	// logs and tables through memory maps, so a write the filesystem cannot back is no error but
+	// a SIGBUS that kills the process; the reserve keeps room for what badger writes on its own
+	// (the rest of the current memtable's log, memtable flushes, compactions). 0 means
+	// 4 × MemTableSize (64 MiB by default); negative turns the check off. Ignored in memory.
+	MinFreeSpace int64
 }
 
 // DefaultConfig returns the defaults with Dir unset. MemTableSize stays zero because its default
@@ -168,6 +180,12 @@ func (c Config) resolve() (Config, error) {
 		return c, fmt.Errorf("store: config: in memory, MemTableSize %d cannot hold a value of MaxValueSize %d; need at least %d",
 			c.MemTableSize, c.MaxValueSize, minInMemory)
 	}
+	switch {
+	case c.InMemory || c.MinFreeSpace < 0:
+		c.MinFreeSpace = -1
+	case c.MinFreeSpace == 0:
+		c.MinFreeSpace = 4 * c.MemTableSize
+	}
 	return c, nil
 }
 
@@ -219,6 +237,9 @@ func (c Config) badgerOptions() badger.Options {
 type DB struct {
 	bdb          *badger.DB
 	maxValueSize int
+	dir          string
+	// minFree is the resolved Config.MinFreeSpace, negative when the check is off.
+	minFree int64
 
 	reqs          chan *writeReq
 	stop          chan struct{}
@@ -244,7 +265,9 @@ var metaNS = Namespace{prefix: "meta\x00"}
 
 var formatVersionKey = metaNS.Key([]byte("format-version"))
 
-// Open validates cfg, opens badger, checks or records FormatVersion and starts the committer.
+// Open validates cfg, opens badger, checks or records FormatVersion and starts the committer. It
+// fails with ErrNoSpace, opening nothing, when the filesystem of Dir is below
+// Config.MinFreeSpace.
 func Open(cfg Config) (*DB, error) {
 	cfg, err := cfg.resolve()
 	if err != nil {
@@ -253,6 +276,11 @@ func Open(cfg Config) (*DB, error) {
 	where := cfg.Dir
 	if cfg.InMemory {
 		where = "(in memory)"
+	}
+	// badger flushes the memtables left in its logs as it opens, into tables written through
+	// memory maps: on a full filesystem that is a SIGBUS, so a node short of space does not start.
+	if err := spaceErr(cfg.Dir, cfg.MinFreeSpace); err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", where, err)
 	}
 	bdb, err := badger.Open(cfg.badgerOptions())
 	if err != nil {
@@ -265,6 +293,8 @@ func Open(cfg Config) (*DB, error) {
 	db := &DB{
 		bdb:           bdb,
 		maxValueSize:  cfg.valueLimit(),
+		dir:           cfg.Dir,
+		minFree:       cfg.MinFreeSpace,
 		reqs:          make(chan *writeReq),
 		stop:          make(chan struct{}),
 		committerDone: make(chan struct{}),
@@ -331,6 +361,12 @@ func (db *DB) enter() error {
 // closes badger. It is idempotent and safe to call concurrently; every call returns the first
 // call's result. Close MUST NOT be called from inside a View or Update function: it would wait for
 // itself.
+//
+// When the filesystem is below Config.MinFreeSpace, Close leaves badger open and returns an
+// error wrapping ErrNoSpace: badger's close flushes the memtable into a table written through a
+// memory map, which a full filesystem turns into a SIGBUS. Nothing acknowledged is lost: the
+// memtable's writes are in badger's log, which the next Open replays. The directory stays locked
+// until the process exits.
 func (db *DB) Close() error {
 	db.closeOnce.Do(func() {
 		db.mu.Lock()
@@ -339,6 +375,10 @@ func (db *DB) Close() error {
 		db.active.Wait()
 		close(db.stop)
 		<-db.committerDone
+		if err := spaceErr(db.dir, db.minFree); err != nil {
+			db.closeErr = fmt.Errorf("store: close: badger left open, its log is replayed at the next start: %w", err)
+			return
+		}
 		if err := db.bdb.Close(); err != nil {
 			db.closeErr = fmt.Errorf("store: close: %w", err)
 		}
@@ -352,6 +392,32 @@ func (db *DB) Close() error {
 // Close returns.
 func (db *DB) Badger() *badger.DB {
 	return db.bdb
+}
+
+// CheckSpace returns an error wrapping ErrNoSpace when the filesystem of the data directory has
+// less free space than Config.MinFreeSpace, and nil otherwise: always in memory, with the check
+// off, and where the free space cannot be read. Write and Update call it before each commit that
+// writes; code that commits its own badger transactions (see Badger) MUST call it before each
+// commit too. It costs one statfs call.
+func (db *DB) CheckSpace() error {
+	if err := spaceErr(db.dir, db.minFree); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	return nil
+}
+
+// spaceErr returns an error wrapping ErrNoSpace when the filesystem of dir has less than min
+// bytes free; a negative min, or free space that cannot be read, passes.
+func spaceErr(dir string, min int64) error {
+	if min < 0 {
+		return nil
+	}
+	free, ok := freeSpace(dir)
+	if !ok || free >= min {
+		return nil
+	}
+	return fmt.Errorf("%.1f MiB free on the data directory's filesystem, below the reserve of %.1f MiB: %w",
+		float64(free)/(1<<20), float64(min)/(1<<20), ErrNoSpace)
 }
 
 // Sync fsyncs badger's logs. Writes are already durable when they return if SyncWrites is on;
@@ -384,8 +450,10 @@ func (db *DB) View(ctx context.Context, fn func(tx *Txn) error) error {
 // Update runs fn in one read-write badger transaction and commits it (fsynced when SyncWrites is
 // on). When the commit conflicts with a concurrent write to a key fn read, Update runs fn again
 // in a fresh transaction after a short random pause, up to 8 more times, then returns
-// ErrConflict; fn MUST therefore have no effects outside the Txn. An error from fn discards the transaction and is returned as is. Each
-// Update costs its own fsync: hot paths with many concurrent small writes use Write instead.
+// ErrConflict; fn MUST therefore have no effects outside the Txn. An error from fn discards the
+// transaction and is returned as is. A commit that writes fails with ErrNoSpace, writing nothing,
+// while the data directory's filesystem is below Config.MinFreeSpace. Each Update costs its own
+// fsync: hot paths with many concurrent small writes use Write instead.
 func (db *DB) Update(ctx context.Context, fn func(tx *Txn) error) error {
 	if err := db.enter(); err != nil {
 		return err
@@ -422,6 +490,11 @@ func (db *DB) updateOnce(ctx context.Context, fn func(tx *Txn) error) error {
 	tx := &Txn{ctx: ctx, tx: btx, db: db}
 	if err := fn(tx); err != nil {
 		return err
+	}
+	if tx.wrote {
+		if err := db.CheckSpace(); err != nil {
+			return fmt.Errorf("store: update: %w", err)
+		}
 	}
 	err := btx.Commit()
 	if err == nil {

@@ -20,6 +20,9 @@ type Txn struct {
 	tx        *badger.Txn
 	db        *DB
 	committed []func()
+	// wrote records a Set or Delete, so that Update checks the free space only for commits that
+	// write.
+	wrote bool
 }
 
 // Context returns the context the transaction runs under.
@@ -99,6 +102,7 @@ func (t *Txn) set(ns Namespace, key, value []byte, ttl time.Duration) error {
 	if err := t.tx.SetEntry(e); err != nil {
 		return txnWriteErr("set", ns, key, err)
 	}
+	t.wrote = true
 	return nil
 }
 
@@ -111,6 +115,7 @@ func (t *Txn) Delete(ns Namespace, key []byte) error {
 	if err := t.tx.Delete(ns.Key(key)); err != nil {
 		return txnWriteErr("delete", ns, key, err)
 	}
+	t.wrote = true
 	return nil
 }
 
