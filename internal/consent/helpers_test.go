@@ -73,8 +73,11 @@ func newFixtureOn(t *testing.T, db *store.DB) *fixture {
 	t.Helper()
 	f := &fixture{t: t, db: db, now: t0}
 	s, err := New(Config{
-		Now:           func() time.Time { return f.now },
-		OnChange:      func(before *Consent, after Consent) { f.changes = append(f.changes, change{before, after}) },
+		Now: func() time.Time { return f.now },
+		OnChange: func(before *Consent, after Consent, done *store.Batch) error {
+			f.changes = append(f.changes, change{before: before, after: after})
+			return db.Write(context.Background(), done)
+		},
 		OnGrantChange: func(before *Grant, after Grant) { f.grants = append(f.grants, grantChange{before, after}) },
 	}, db)
 	if err != nil {

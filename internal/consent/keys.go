@@ -25,6 +25,7 @@ var ns = store.MustNamespace("consent")
 //	s/<custodian> 00 <status> 00 <created ns BE> <id> → <patient>: records by status, oldest first
 //	g/<id>                                            → grant: version byte, then JSON
 //	p/<successor> 00 <predecessor>                    → empty: a succession
+//	u/<seq BE>                                        → a change not yet logged: version byte, then JSON
 //
 // The r/ prefix of (custodian, patient) is the index behind ForPatient: one seek in badger's LSM
 // tree, O(log n) in the number of stored consents, then only that patient's records. The prefix
@@ -77,6 +78,22 @@ func statusKey(c *Consent) []byte {
 }
 
 func grantKey(id string) []byte { return append([]byte("g/"), id...) }
+
+// unloggedPrefix is the prefix of the marks of changes whose log entries are not yet written.
+var unloggedPrefix = []byte("u/")
+
+// unloggedKey is the mark of the seq-th change not yet logged: in commit order.
+func unloggedKey(seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte(nil), unloggedPrefix...), seq)
+}
+
+// unloggedSeq is the number in a mark's key; 0 for a malformed key.
+func unloggedSeq(k []byte) uint64 {
+	if len(k) != len(unloggedPrefix)+8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(k[len(unloggedPrefix):])
+}
 
 func successionPrefix(successor string) []byte {
 	k := append([]byte("p/"), successor...)

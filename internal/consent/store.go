@@ -2,6 +2,7 @@ package consent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -15,13 +16,20 @@ import (
 type Config struct {
 	// Now is the clock; nil means time.Now. Tests set it to fix ages and validity periods.
 	Now func() time.Time
-	// OnChange, when set, is told of every change to a consent record once it has committed,
-	// exactly once per change and in commit order: before is nil for a new record. A Record that
-	// supersedes reports the new record first, then each superseded one. The node appends a
-	// "consent-change" entry to the custodian's access log from it. It runs while the Store
-	// holds its write lock, so it MUST NOT call the Store's write methods (reads are fine) and
-	// should be quick; it cannot undo the change.
-	OnChange func(before *Consent, after Consent)
+	// OnChange, when set, is told of every change to a consent record once it has committed, in
+	// commit order: before is nil for a new record. A Record that supersedes reports the new
+	// record first, then each superseded one. The node appends a "consent-change" entry to the
+	// custodian's access log from it.
+	//
+	// The change's transaction also writes a durable mark of it; done deletes that mark, and
+	// OnChange MUST commit done in the same transaction as the change's log entry
+	// (accesslog.Log.AppendWith), so that the mark stays exactly until the entry is durable. A
+	// change whose OnChange failed, or that a crash cut off before its entry, keeps its mark and
+	// is reported again by LogUnlogged (the node calls it at start): every change ends up in the
+	// log once, even across kill -9. An error from OnChange is returned by the write method, after
+	// the change has committed. OnChange runs while the Store holds its write lock, so it MUST NOT
+	// call the Store's write methods (reads are fine); it cannot undo the change.
+	OnChange func(before *Consent, after Consent, done *store.Batch) error
 	// OnGrantChange is OnChange for referral grants: added (before nil) and revoked.
 	OnGrantChange func(before *Grant, after Grant)
 }
@@ -34,7 +42,7 @@ type Config struct {
 type Store struct {
 	db            *store.DB
 	now           func() time.Time
-	onChange      func(before *Consent, after Consent)
+	onChange      func(before *Consent, after Consent, done *store.Batch) error
 	onGrantChange func(before *Grant, after Grant)
 
 	mu  sync.Mutex // serialises writes and the hooks that follow them
@@ -64,6 +72,17 @@ func (s *Store) Generation() uint64 { return s.gen.Load() }
 type change struct {
 	before *Consent
 	after  Consent
+	mark   []byte // key of the change's unlogged mark, when OnChange is set
+}
+
+// ErrNotLogged reports a change that committed but whose log entry could not be written: the
+// change is in force, and its entry is written by LogUnlogged at the next start.
+var ErrNotLogged = errors.New("change committed but not yet in the access log")
+
+// unlogged is the JSON of an unlogged mark.
+type unlogged struct {
+	Before *Consent `json:"before,omitempty"`
+	After  Consent  `json:"after"`
 }
 
 type grantChange struct {
@@ -85,15 +104,46 @@ func (s *Store) update(ctx context.Context, fn func(tx *store.Txn, ch *changes) 
 	var ch changes
 	err := s.db.Update(ctx, func(tx *store.Txn) error {
 		ch = changes{}
-		return fn(tx, &ch)
+		if err := fn(tx, &ch); err != nil {
+			return err
+		}
+		if s.onChange == nil {
+			return nil
+		}
+		// Marks are numbered after the last one still stored (usually none), in commit order.
+		var next uint64
+		err := tx.Iterate(ns, unloggedPrefix, store.IterOptions{KeysOnly: true, Reverse: true, Limit: 1}, func(k, _ []byte) error {
+			next = max(next, unloggedSeq(k)+1)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for i := range ch.consents {
+			c := &ch.consents[i]
+			v, err := encode(unlogged{Before: c.before, After: c.after})
+			if err != nil {
+				return err
+			}
+			c.mark = unloggedKey(next + uint64(i))
+			if err := tx.Set(ns, c.mark, v); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return err
 	}
 	s.gen.Add(1)
+	var errs []error
 	if s.onChange != nil {
 		for _, c := range ch.consents {
-			s.onChange(c.before, c.after)
+			done := &store.Batch{}
+			done.Delete(ns, c.mark)
+			if err := s.onChange(c.before, c.after, done); err != nil {
+				errs = append(errs, fmt.Errorf("%w: consent %s: %w", ErrNotLogged, c.after.ID, err))
+			}
 		}
 	}
 	if s.onGrantChange != nil {
@@ -101,7 +151,45 @@ func (s *Store) update(ctx context.Context, fn func(tx *store.Txn, ch *changes) 
 			s.onGrantChange(g.before, g.after)
 		}
 	}
-	return nil
+	return errors.Join(errs...)
+}
+
+// LogUnlogged reports to OnChange, in commit order, every change whose mark is still stored: a
+// change whose log entry failed or was cut off by a crash. It returns how many it reported and
+// the errors of those OnChange refused again (their marks stay).
+func (s *Store) LogUnlogged(ctx context.Context) (int, error) {
+	if s.onChange == nil {
+		return 0, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	type mark struct {
+		key []byte
+		u   unlogged
+	}
+	var marks []mark
+	err := s.db.View(ctx, func(tx *store.Txn) error {
+		return tx.Iterate(ns, unloggedPrefix, store.IterOptions{}, func(k, v []byte) error {
+			var u unlogged
+			if err := decode(v, &u); err != nil {
+				return fmt.Errorf("unlogged change %x: %w", k, err)
+			}
+			marks = append(marks, mark{append([]byte(nil), k...), u})
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, err
+	}
+	var errs []error
+	for _, m := range marks {
+		done := &store.Batch{}
+		done.Delete(ns, m.key)
+		if err := s.onChange(m.u.Before, m.u.After, done); err != nil {
+			errs = append(errs, fmt.Errorf("%w: consent %s: %w", ErrNotLogged, m.u.After.ID, err))
+		}
+	}
+	return len(marks), errors.Join(errs...)
 }
 
 // Record stores a consent given at the desk or on a form (or online, and handled outside a
@@ -169,9 +257,19 @@ func (s *Store) add(ctx context.Context, c Consent, st Status) (Consent, error) 
 		return nil
 	})
 	if err != nil {
-		return Consent{}, fmt.Errorf("%s: %w", op, err)
+		return committed(c, op, err)
 	}
 	return c, nil
+}
+
+// committed returns the error of a write, with c when the write committed but is not yet logged
+// (ErrNotLogged) and the zero Consent otherwise.
+func committed(c Consent, op string, err error) (Consent, error) {
+	err = fmt.Errorf("%s: %w", op, err)
+	if errors.Is(err, ErrNotLogged) {
+		return c, err
+	}
+	return Consent{}, err
 }
 
 // checkUnassigned refuses a consent that sets a field the Store assigns.
@@ -266,7 +364,7 @@ func (s *Store) transition(ctx context.Context, op, id, reason string, from Stat
 		return nil
 	})
 	if err != nil {
-		return Consent{}, fmt.Errorf("%s: %w", op, err)
+		return committed(c, op, err)
 	}
 	return c, nil
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/schakel-health/schakel/internal/store"
 )
 
 func onlineRequest() Consent {
@@ -197,7 +199,7 @@ func TestOnChange(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
 	var seen []string
-	f.s.onChange = func(before *Consent, after Consent) {
+	f.s.onChange = func(before *Consent, after Consent, done *store.Batch) error {
 		// The change is committed: a fresh read sees it.
 		got, err := f.s.Get(ctx, after.ID)
 		if err != nil || got.Status != after.Status {
@@ -208,6 +210,7 @@ func TestOnChange(t *testing.T) {
 			b = string(before.Status)
 		}
 		seen = append(seen, b+">"+string(after.Status))
+		return f.db.Write(ctx, done)
 	}
 	gen := f.s.Generation()
 	step := func(name string, fn func() error, want ...string) {
@@ -422,4 +425,56 @@ func idsOf(cs []Consent) []string {
 		out = append(out, c.ID)
 	}
 	return out
+}
+
+// TestLogUnlogged checks that a change whose OnChange fails is committed, reported as
+// ErrNotLogged, keeps its mark, and is reported again by LogUnlogged, in commit order, until an
+// OnChange commits its done batch; then the marks are gone.
+func TestLogUnlogged(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	failing := errors.New("log closed")
+	var seen []string
+	fail := true
+	f.s.onChange = func(before *Consent, after Consent, done *store.Batch) error {
+		seen = append(seen, after.ID+":"+string(after.Status))
+		if fail {
+			return failing
+		}
+		return f.db.Write(ctx, done)
+	}
+	a, err := f.s.Record(ctx, adultConsent())
+	if !errors.Is(err, ErrNotLogged) || !errors.Is(err, failing) {
+		t.Fatalf("Record with a failing log = %v, want ErrNotLogged wrapping the log's error", err)
+	}
+	if got := f.get(a.ID); got.Status != StatusActive {
+		t.Fatalf("the change did not commit: %s", got.Status)
+	}
+	b, err := f.s.Record(ctx, adultConsent()) // supersedes a: two changes, one transaction
+	if !errors.Is(err, ErrNotLogged) {
+		t.Fatalf("second Record = %v, want ErrNotLogged", err)
+	}
+	want := []string{a.ID + ":active", b.ID + ":active", a.ID + ":superseded"}
+	if !slices.Equal(seen, want) {
+		t.Fatalf("OnChange saw %q, want %q", seen, want)
+	}
+
+	// A new Store over the same data (a restart) reports every unlogged change again, in order.
+	seen = nil
+	n, err := f.s.LogUnlogged(ctx)
+	if n != 3 || !errors.Is(err, ErrNotLogged) || !slices.Equal(seen, want) {
+		t.Fatalf("LogUnlogged with the log still failing = %d, %v, saw %q; want 3, ErrNotLogged, %q", n, err, seen, want)
+	}
+	fail = false
+	seen = nil
+	if n, err := f.s.LogUnlogged(ctx); n != 3 || err != nil || !slices.Equal(seen, want) {
+		t.Fatalf("LogUnlogged = %d, %v, saw %q; want 3, nil, %q", n, err, seen, want)
+	}
+	seen = nil
+	if n, err := f.s.LogUnlogged(ctx); n != 0 || err != nil || len(seen) != 0 {
+		t.Fatalf("LogUnlogged after the entries were written = %d, %v, saw %q; want nothing", n, err, seen)
+	}
+	if d := f.dump(); strings.Contains(d, `"u/`) {
+		t.Fatalf("marks left after logging:\n%s", d)
+	}
 }
