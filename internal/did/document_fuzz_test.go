@@ -4,20 +4,18 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/schakel-health/schakel/crypto"
 	"github.com/schakel-health/schakel/internal/store"
+	"github.com/schakel-health/schakel/internal/store/storetest"
 )
 
 // docFixture is a registry holding an organisation's genesis and its first DID document, and a
@@ -29,7 +27,7 @@ type docFixture struct {
 	st    *State
 	held  []byte // stored
 	newer []byte // valid, not stored
-	state storeWatch
+	state *storetest.Watcher
 }
 
 func newDocFixture(t testing.TB) *docFixture {
@@ -61,7 +59,7 @@ func newDocFixture(t testing.TB) *docFixture {
 	if err != nil {
 		t.Fatalf("NewDocument: %v", err)
 	}
-	return &docFixture{r: r, db: db, sig: o.sig, st: st, held: held, newer: newer, state: newStoreWatch(t, db)}
+	return &docFixture{r: r, db: db, sig: o.sig, st: st, held: held, newer: newer, state: storetest.Watch(t, db)}
 }
 
 // reissue signs again the document d describes: Ed25519 is deterministic, so a verified document
@@ -104,7 +102,7 @@ func (fx *docFixture) check(t *testing.T, in []byte) {
 	} else if len(in) > MaxDocumentSize && !errors.Is(err, ErrDocument) {
 		t.Fatalf("PutDocument(%d bytes) = %v, want ErrDocument", len(in), err)
 	}
-	if !fx.state.unchanged(t) {
+	if !fx.state.Unchanged(t) {
 		t.Fatal("a refused DID document changed the store")
 	}
 }
@@ -170,7 +168,7 @@ func FuzzDocumentTampered(f *testing.F) {
 		if _, stored, err := fx.r.PutDocument(ctx, in); err == nil || stored {
 			t.Fatalf("PutDocument took a tampered DID document: %v, %v", stored, err)
 		}
-		if !fx.state.unchanged(t) {
+		if !fx.state.Unchanged(t) {
 			t.Fatal("a tampered DID document changed the store")
 		}
 	})
@@ -180,54 +178,4 @@ func flipByte(b []byte, i int) []byte {
 	out := bytes.Clone(b)
 	out[i] ^= 0x01
 	return out
-}
-
-// storeWatch tells whether a store still holds what it held when the watch began. Most inputs
-// write nothing: badger's commit version then stands still, and the store is not read.
-type storeWatch struct {
-	db      *store.DB
-	version uint64
-	sum     [32]byte
-}
-
-func newStoreWatch(t testing.TB, db *store.DB) storeWatch {
-	return storeWatch{db: db, version: db.Badger().MaxVersion(), sum: snapshot(t, db)}
-}
-
-func (w *storeWatch) unchanged(t testing.TB) bool {
-	v := w.db.Badger().MaxVersion()
-	if v == w.version {
-		return true
-	}
-	if snapshot(t, w.db) != w.sum {
-		return false
-	}
-	w.version = v // rewritten as it was
-	return true
-}
-
-// snapshot hashes every key and value in db, so that a refused input can be shown to leave no
-// trace.
-func snapshot(t testing.TB, db *store.DB) [32]byte {
-	t.Helper()
-	h := sha256.New()
-	err := db.Badger().View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.DefaultIteratorOptions)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			v, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			for _, b := range [][]byte{it.Item().Key(), v} {
-				h.Write(binary.AppendUvarint(nil, uint64(len(b))))
-				h.Write(b)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("snapshot: %v", err)
-	}
-	return [32]byte(h.Sum(nil))
 }

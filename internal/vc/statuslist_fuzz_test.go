@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"runtime"
 	"strconv"
@@ -14,9 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
-
-	"github.com/schakel-health/schakel/internal/store"
+	"github.com/schakel-health/schakel/internal/store/storetest"
 )
 
 // gzipList returns the encodedList form of n zero bytes: a list of 8n entries, or, for n far
@@ -171,7 +167,7 @@ func FuzzStatusCheck(f *testing.F) {
 	if err != nil {
 		f.Fatalf("StatusBits: %v", err)
 	}
-	state := newStoreWatch(f, fx.db)
+	state := storetest.Watch(f, fx.db)
 	lists := &staticLists{}
 	v := NewVerifier(VerifierConfig{Anchors: TrustAnchors{OrganizationCredential: {fx.reg.id}}, Now: func() time.Time { return t0.Add(time.Minute) }}, fx.dids, lists)
 
@@ -230,61 +226,11 @@ func FuzzStatusCheck(f *testing.F) {
 		} else if derr == nil && !errors.Is(err, ErrRollback) {
 			t.Fatalf("Add(list clearing a revocation) = %v, want ErrRollback", err)
 		}
-		if !state.unchanged(t) {
+		if !state.Unchanged(t) {
 			t.Fatal("a refused status list changed the store")
 		}
 		if got, err := fx.s.StatusBits(ctx, fx.reg.list.ListID); err != nil || !bytes.Equal(got, held) {
 			t.Fatalf("StatusBits after a refused list: %v", err)
 		}
 	})
-}
-
-// storeWatch tells whether a store still holds what it held when the watch began. Most inputs
-// write nothing: badger's commit version then stands still, and the store is not read.
-type storeWatch struct {
-	db      *store.DB
-	version uint64
-	sum     [32]byte
-}
-
-func newStoreWatch(t testing.TB, db *store.DB) storeWatch {
-	return storeWatch{db: db, version: db.Badger().MaxVersion(), sum: snapshot(t, db)}
-}
-
-func (w *storeWatch) unchanged(t testing.TB) bool {
-	v := w.db.Badger().MaxVersion()
-	if v == w.version {
-		return true
-	}
-	if snapshot(t, w.db) != w.sum {
-		return false
-	}
-	w.version = v // rewritten as it was
-	return true
-}
-
-// snapshot hashes every key and value in db, so that a refused input can be shown to leave no
-// trace.
-func snapshot(t testing.TB, db *store.DB) [32]byte {
-	t.Helper()
-	h := sha256.New()
-	err := db.Badger().View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.DefaultIteratorOptions)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			v, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			for _, b := range [][]byte{it.Item().Key(), v} {
-				h.Write(binary.AppendUvarint(nil, uint64(len(b))))
-				h.Write(b)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("snapshot: %v", err)
-	}
-	return [32]byte(h.Sum(nil))
 }
