@@ -57,6 +57,9 @@ type Config struct {
 	InMemory bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// NetworkTap, when set, is shown everything the node sends and receives over the network
+	// (network.Config.Tap), for tests that check what leaves a node. Nil in production.
+	NetworkTap func(kind string, data []byte)
 }
 
 // DefaultConfig returns the defaults every other source overrides.

@@ -359,12 +359,15 @@ func (n *Node) processPending(ctx context.Context) error {
 	return nil
 }
 
-// consentChanged appends a consent-change entry to the custodian's access log.
-func (n *Node) consentChanged(before *consent.Consent, after consent.Consent) {
+// consentChanged appends a consent-change entry to the custodian's access log, committing done
+// (which deletes the change's unlogged mark) in the entry's transaction: a change is in the log
+// exactly once, also when the node dies between the change's commit and its entry's
+// (consent.Store.LogUnlogged writes it at the next start).
+func (n *Node) consentChanged(before *consent.Consent, after consent.Consent, done *store.Batch) error {
 	l, err := n.logOf(after.Custodian)
 	if err != nil {
 		n.log.Error("consent change not logged: custodian's log not open", "consent", after.ID, "error", err)
-		return
+		return err
 	}
 	action := string(after.Status)
 	if before == nil {
@@ -394,9 +397,11 @@ func (n *Node) consentChanged(before *consent.Consent, after consent.Consent) {
 	if before == nil && after.RequestedBy != "" {
 		e.Requester = &verify.Requester{DID: after.RequestedBy} // the portal that relayed the request
 	}
-	if _, err := l.log.Append(n.life, e); err != nil {
-		n.log.Error("consent change not logged", "consent", after.ID, "error", err)
+	if _, err := l.log.AppendWith(n.life, e, done); err != nil {
+		n.log.Error("consent change not logged yet; it is logged at the next start", "consent", after.ID, "error", err)
+		return err
 	}
+	return nil
 }
 
 // Referral grants (planned care): the referring custodian grants one named organisation access

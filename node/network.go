@@ -116,32 +116,50 @@ func (b *peerBackend) AcceptMany(ctx context.Context, docs [][]byte) ([]bool, []
 
 // Introduce implements network.Backend. Nothing a newcomer presents is stored unless it carries an
 // organisation credential that verifies against a trusted register and a DID document of that
-// organisation binding the newcomer's peer id: strangers leave no trace.
+// organisation binding the newcomer's peer id: strangers leave no trace. The credential is verified
+// before anything of the newcomer's own is stored; what that takes — the trusted registers' own
+// documents, their key events and status lists — is stored first, as it would be from any peer.
 func (b *peerBackend) Introduce(ctx context.Context, p peer.ID, docs [][]byte) (string, error) {
 	if org, ok := b.Admitted(ctx, p); ok {
 		b.acceptAll(ctx, docs)
 		return org, nil
 	}
-	subjects := map[string]bool{}
+	trusted := b.n.cfg.TrustedRegisters
+	subjects := map[string][][]byte{}
+	var registers [][]byte
 	for _, d := range docs {
+		if registerDocument(d, trusted) {
+			registers = append(registers, d)
+			continue
+		}
 		h, err := crypto.ParseHeader(d)
 		if err != nil || h.Type != vc.JWSType {
 			continue
 		}
 		c, err := vc.Parse(d)
-		if err != nil || c.Kind != vc.OrganizationCredential || !slices.Contains(b.n.cfg.TrustedRegisters, c.Issuer) {
+		if err != nil || c.Kind != vc.OrganizationCredential || !slices.Contains(trusted, c.Issuer) {
 			continue
 		}
-		subjects[c.Subject] = true
+		subjects[c.Subject] = append(subjects[c.Subject], d)
 	}
 	bound := ""
 	for _, d := range docs {
-		if id, peers, ok := documentBinding(d); ok && subjects[id] && slices.Contains(peers, p.String()) {
+		if id, peers, ok := documentBinding(d); ok && subjects[id] != nil && slices.Contains(peers, p.String()) {
 			bound = id
 		}
 	}
 	if bound == "" {
 		return "", fmt.Errorf("%w: no organisation credential from a trusted register for an organisation that binds %s", network.ErrNotAdmitted, p)
+	}
+	b.acceptAll(ctx, registers)
+	var verr error
+	for _, c := range subjects[bound] {
+		if _, verr = b.n.creds.Verifier().Verify(ctx, c); verr == nil {
+			break
+		}
+	}
+	if verr != nil {
+		return "", fmt.Errorf("%w: the presented credential of %s does not verify: %w", network.ErrNotAdmitted, bound, verr)
 	}
 	b.acceptAll(ctx, docs)
 	// Checks made before the newcomer's documents were stored (a gossiped document naming its
@@ -152,6 +170,31 @@ func (b *peerBackend) Introduce(ctx context.Context, p peer.ID, docs [][]byte) (
 		return org, nil
 	}
 	return "", fmt.Errorf("%w: the presented credential of %s does not verify", network.ErrNotAdmitted, bound)
+}
+
+// registerDocument reports whether doc is a trusted register's own document, unverified: one of
+// its key events or its status list.
+func registerDocument(doc []byte, trusted []string) bool {
+	h, err := crypto.ParseHeader(doc)
+	if err != nil {
+		return false
+	}
+	switch h.Type {
+	case did.EventJWSType:
+		ev, err := did.ParseEvent(doc)
+		if err != nil {
+			return false
+		}
+		id := ev.DID
+		if ev.Type == did.Genesis {
+			id = did.DIDFromGenesis(doc)
+		}
+		return slices.Contains(trusted, id)
+	case vc.JWSType:
+		c, err := vc.Parse(doc)
+		return err == nil && c.Kind == vc.StatusListCredential && slices.Contains(trusted, c.Issuer)
+	}
+	return false
 }
 
 // acceptAll stores what verifies of docs, retrying those that wait for a later one.

@@ -226,6 +226,7 @@ func New(cfg Config, logger *slog.Logger) (*Node, error) {
 		Registerer:       registry,
 		OnAdmitted:       func(_ peer.ID, org string) { n.outbox.Kick(org) },
 		Now:              cfg.Now,
+		Tap:              cfg.NetworkTap,
 	}, n.catalog, n.backend)
 	if err != nil {
 		n.db.Close()
@@ -258,6 +259,12 @@ func (n *Node) Start(ctx context.Context) error {
 		if err := n.openLog(ctx, h); err != nil {
 			return fmt.Errorf("open access log of %s: %w", h.DID, err)
 		}
+	}
+	// Consent changes a crash cut off from their log entries are logged before anything else.
+	if k, err := n.consents.LogUnlogged(ctx); err != nil {
+		n.log.Error("consent changes still not logged", "changes", k, "error", err)
+	} else if k > 0 {
+		n.log.Info("logged consent changes a stop cut off from their entries", "changes", k)
 	}
 	if err := n.processPending(ctx); err != nil {
 		return fmt.Errorf("process received messages: %w", err)
@@ -334,6 +341,7 @@ func registerErrors() {
 			{store.ErrClosed, connect.CodeUnavailable},
 			{store.ErrConflict, connect.CodeAborted},
 			{store.ErrTooLarge, connect.CodeInvalidArgument},
+			{store.ErrNoSpace, connect.CodeResourceExhausted},
 			{did.ErrMalformed, connect.CodeInvalidArgument},
 			{did.ErrInvalid, connect.CodeInvalidArgument},
 			{did.ErrUnknownDID, connect.CodeNotFound},
@@ -341,6 +349,8 @@ func registerErrors() {
 			{did.ErrNoKey, connect.CodeInvalidArgument},
 			{did.ErrFork, connect.CodeAlreadyExists},
 			{did.ErrDocument, connect.CodeInvalidArgument},
+			{did.ErrEventAhead, connect.CodeFailedPrecondition},
+			{did.ErrSuperseded, connect.CodeFailedPrecondition},
 			{vc.ErrMalformed, connect.CodeInvalidArgument},
 			{vc.ErrTooLarge, connect.CodeInvalidArgument},
 			{vc.ErrUnknownType, connect.CodeInvalidArgument},

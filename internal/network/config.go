@@ -44,6 +44,14 @@ type Config struct {
 	OnAdmitted func(p peer.ID, org string)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Tap, when set, is shown every gossip message this node sends or receives (kind is the
+	// topic, TapGossipControl for an RPC's control part) and every peer RPC message it sends or
+	// receives as client or server (kind is the procedure, e.g. "/schakel.v1.PeerService/Deliver",
+	// or the procedure and TapErrorSuffix for an error's text), protobuf-encoded. It lets a test
+	// check what crosses the network (invariant 3: no BSN does). It runs on the network's
+	// goroutines, so it MUST be quick and MUST copy what it keeps. Nil, the default, traces
+	// nothing and costs nothing.
+	Tap func(kind string, data []byte)
 }
 
 // Defaults.

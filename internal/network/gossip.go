@@ -144,9 +144,37 @@ func (*meshTracer) UndeliverableMessage(*pubsub.Message)                 {}
 // InMesh reports whether p shares this node's gossip mesh of documents.
 func (n *Network) InMesh(p peer.ID) bool { return n.mesh.has(p) }
 
+// scoreInspectPeriod is how often gossipsub reports its peer scores to GossipScore.
+const scoreInspectPeriod = time.Second
+
+// gossipScores keeps the peer scores gossipsub last reported.
+type gossipScores struct {
+	mu     sync.Mutex
+	scores map[peer.ID]float64
+}
+
+func (s *gossipScores) set(scores map[peer.ID]float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.scores = scores
+}
+
+// GossipScore returns p's gossipsub peer score as of the last report (at most a second old),
+// for operators and tests: below the graylist threshold (-80) the node drops p's gossip unread.
+func (n *Network) GossipScore(p peer.ID) (score float64, ok bool) {
+	n.scores.mu.Lock()
+	defer n.scores.mu.Unlock()
+	score, ok = n.scores.scores[p]
+	return score, ok
+}
+
 func (n *Network) startGossip() error {
 	admitted := func(p peer.ID) bool { return p == n.host.ID() || n.isAdmitted(p) }
-	opts := append(GossipOptions(admitted, n.cfg.MaxDocumentSize, n.log), pubsub.WithRawTracer(&n.mesh))
+	opts := append(GossipOptions(admitted, n.cfg.MaxDocumentSize, n.log), pubsub.WithRawTracer(&n.mesh),
+		pubsub.WithPeerScoreInspect(pubsub.PeerScoreInspectFn(n.scores.set), scoreInspectPeriod))
+	if n.cfg.Tap != nil {
+		opts = append(opts, pubsub.WithRawTracer(tapTracer{n.cfg.Tap}))
+	}
 	ps, err := pubsub.NewGossipSub(n.ctx, n.host, opts...)
 	if err != nil {
 		return err

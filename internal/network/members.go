@@ -104,15 +104,23 @@ func (d *memberDelegate) MergeRemoteState(buf []byte, join bool) {}
 func (d *memberDelegate) NotifyLeave(*memberlist.Node)           {}
 func (d *memberDelegate) NotifyUpdate(*memberlist.Node)          {}
 
-// verify checks a member's signed peer record and returns it.
+// verify checks a member's signed peer record and returns it: at most memberlist.MetaMaxSize bytes
+// (memberlist bounds what it sends, not what it receives), signed by the key of the peer it names.
 func (d *memberDelegate) verify(m *memberlist.Node) (*peer.PeerRecord, error) {
-	_, rec, err := record.ConsumeEnvelope(m.Meta, peer.PeerRecordEnvelopeDomain)
+	if len(m.Meta) > memberlist.MetaMaxSize {
+		return nil, fmt.Errorf("member %s: %d bytes of metadata, at most %d", m.Name, len(m.Meta), memberlist.MetaMaxSize)
+	}
+	e, rec, err := record.ConsumeEnvelope(m.Meta, peer.PeerRecordEnvelopeDomain)
 	if err != nil {
 		return nil, fmt.Errorf("member %s: peer record: %w", m.Name, err)
 	}
 	pr, ok := rec.(*peer.PeerRecord)
 	if !ok {
 		return nil, fmt.Errorf("member %s: not a peer record", m.Name)
+	}
+	// ConsumeEnvelope checks the signature, not that the signer is the peer the record names.
+	if !pr.PeerID.MatchesPublicKey(e.PublicKey) {
+		return nil, fmt.Errorf("member %s: record of %s signed by another key", m.Name, pr.PeerID)
 	}
 	if pr.PeerID.String() != m.Name {
 		return nil, fmt.Errorf("member %s: record is signed by %s", m.Name, pr.PeerID)

@@ -90,6 +90,7 @@ type Network struct {
 	ml     *memberlist.Memberlist
 	held   *heldQueue
 	mesh   meshTracer
+	scores gossipScores
 
 	mu             sync.Mutex
 	peers          map[peer.ID]*peerState

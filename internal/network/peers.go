@@ -192,8 +192,11 @@ func (n *Network) admit(p peer.ID, dir network.Direction) {
 				err = n.hello(ctx, p)
 			}
 		}
+		// The bootstrap timeout may also pass while this node stores what the peer presented
+		// (its store busy behind a flood of documents): that is no fault of the peer either.
+		expired := ctx.Err() != nil
 		cancel()
-		if err != nil && transient(err) {
+		if err != nil && (transient(err) || expired) {
 			// Still no exchange: leave it to the next connection (the bootstrap loop or the
 			// peer dials again), without penalty.
 			n.log.Info("hello failed, not refused", slog.String("peer", p.String()), slog.Any("error", err))
@@ -319,6 +322,14 @@ func (n *Network) awaitAdmission(p peer.ID) bool {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// introducing reports whether p's bootstrap exchange is under way.
+func (n *Network) introducing(p peer.ID) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s, ok := n.peers[p]
+	return ok && s.helloing
 }
 
 // isAdmitted reports whether p is a connected, admitted peer.

@@ -65,6 +65,9 @@ func (n *Network) startRPC() (*rpcServer, error) {
 	// hashes), which gzip hardly shrinks, and compressing a token answer cost more CPU (~60 µs)
 	// than deciding it without the cryptography.
 	opts := []connect.HandlerOption{connect.WithReadMaxBytes(maxRPCMessage), connect.WithCompressMinBytes(compressMinBytes)}
+	if n.cfg.Tap != nil {
+		opts = append(opts, connect.WithInterceptors(tapInterceptor(n.cfg.Tap)))
+	}
 	fullPath, fullHandler := schakelv1connect.NewPeerServiceHandler(h, opts...)
 	fullMux := http.NewServeMux()
 	fullMux.Handle(fullPath, fullHandler)
@@ -72,7 +75,7 @@ func (n *Network) startRPC() (*rpcServer, error) {
 	bootMux.Handle(schakelv1connect.PeerServiceHelloProcedure, fullHandler)
 	newServer := func(h http.Handler) *http.Server {
 		return &http.Server{
-			Handler:           h,
+			Handler:           n.bounded(h),
 			Protocols:         protocols(),
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       2 * time.Minute,
@@ -137,6 +140,9 @@ func (l *admittedListener) loop() {
 func (l *admittedListener) vet(c net.Conn) {
 	n := l.n
 	p, err := peer.Decode(c.RemoteAddr().String())
+	// A peer in its bootstrap exchange is refused, if at all, by the exchange: one that ends
+	// without fault of the peer (this node too busy to finish it in time) holds nothing against it.
+	introducing := err == nil && n.introducing(p)
 	if err == nil && n.awaitAdmission(p) {
 		select {
 		case l.ready <- c:
@@ -146,7 +152,7 @@ func (l *admittedListener) vet(c net.Conn) {
 	}
 	c.Close()
 	n.m.streamsRefused.Inc()
-	if err == nil && n.ctx.Err() == nil {
+	if err == nil && !introducing && n.ctx.Err() == nil {
 		n.refuse(p, "RPC stream without admission")
 	}
 }
@@ -165,8 +171,11 @@ func (n *Network) client(p peer.ID, proto protocol.ID) peerRPC {
 		MaxIdleConnsPerHost: 1,
 		IdleConnTimeout:     time.Minute,
 	}
-	c := schakelv1connect.NewPeerServiceClient(&http.Client{Transport: t}, "http://"+p.String(),
-		connect.WithGRPC(), connect.WithReadMaxBytes(maxRPCMessage), connect.WithCompressMinBytes(compressMinBytes))
+	opts := []connect.ClientOption{connect.WithGRPC(), connect.WithReadMaxBytes(maxRPCMessage), connect.WithCompressMinBytes(compressMinBytes)}
+	if n.cfg.Tap != nil {
+		opts = append(opts, connect.WithInterceptors(tapInterceptor(n.cfg.Tap)))
+	}
+	c := schakelv1connect.NewPeerServiceClient(&http.Client{Transport: t}, "http://"+p.String(), opts...)
 	return peerRPC{c: c, t: t}
 }
 
@@ -341,10 +350,17 @@ func (n *Network) RequestToken(ctx context.Context, custodian string, req *schak
 		// stream, and either side's resource manager may refuse one. Nothing was sent on it —
 		// the assertion's jti is not spent — so the call is tried again once streams are
 		// released, until the call's deadline.
-		if !streamLimited(err) {
+		switch {
+		case streamLimited(err):
+			n.m.streamsLimited.Inc()
+		case staleConnection(err):
+			// The peer restarted and answered on the old connection with a QUIC stateless
+			// reset: it holds no state for that connection, so it never saw the request. The
+			// client over the dead connection goes; the next try dials afresh.
+			n.dropClient(p)
+		default:
 			return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
 		}
-		n.m.streamsLimited.Inc()
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
@@ -364,6 +380,12 @@ func streamLimited(err error) bool {
 	msg := err.Error()
 	return strings.Contains(msg, "cannot reserve outbound stream") ||
 		strings.Contains(msg, fmt.Sprintf("error code: %d", network.StreamResourceLimitExceeded))
+}
+
+// staleConnection reports whether err is a QUIC stateless reset: the peer has no state for the
+// connection (it restarted), so nothing sent on it was received.
+func staleConnection(err error) bool {
+	return strings.Contains(err.Error(), "received a stateless reset")
 }
 
 // Deliver sends a private message to the node hosting its recipient, which must be connected and

@@ -87,7 +87,8 @@ func (n *Network) relay(doc []byte) {
 // found are fetched and the next session continues from the new state.
 const maxSessions = 8
 
-// Sync reconciles with p now and fetches what this node lacks.
+// Sync reconciles with p now and fetches what this node lacks. A peer whose answers break the
+// reconciliation protocol is refused.
 func (n *Network) Sync(ctx context.Context, p peer.ID) (SyncResult, error) {
 	var total SyncResult
 	for range maxSessions {
@@ -100,6 +101,9 @@ func (n *Network) Sync(ctx context.Context, p peer.ID) (SyncResult, error) {
 		total.Refused += r.Refused
 		total.FetchedBytes += r.FetchedBytes
 		if err != nil || complete || r.Stored == 0 {
+			if errors.Is(err, errBrokeProtocol) {
+				n.refuse(p, err.Error())
+			}
 			return total, err
 		}
 	}
@@ -134,9 +138,12 @@ func (n *Network) syncSession(ctx context.Context, p peer.ID) (r SyncResult, com
 		r.BytesIn += len(in)
 		reply, err := reconcile.ParseMessage(in)
 		if err != nil {
-			return r, false, err
+			return r, false, fmt.Errorf("%w: %w", errBrokeProtocol, err)
 		}
 		next, done, err := s.Next(ctx, reply)
+		if errors.Is(err, reconcile.ErrMalformed) || errors.Is(err, reconcile.ErrInconsistent) {
+			return r, false, fmt.Errorf("%w: %w", errBrokeProtocol, err)
+		}
 		if err != nil {
 			return r, false, err
 		}
@@ -161,17 +168,24 @@ func (n *Network) syncSession(ctx context.Context, p peer.ID) (r SyncResult, com
 		}
 		docs := resp.Msg.GetDocuments()
 		if len(docs) > len(batch) {
-			return r, false, fmt.Errorf("peer %s sent %d documents for %d ids", p, len(docs), len(batch))
+			return r, false, fmt.Errorf("%w: peer %s sent %d documents for %d ids", errBrokeProtocol, p, len(docs), len(batch))
 		}
+		served := len(docs)
+		held := docs[:0:0]
 		for i, doc := range docs {
+			if len(doc) == 0 {
+				continue // no longer held by the peer: replaced since the reconciliation
+			}
+			held = append(held, doc)
 			r.FetchedBytes += len(doc)
 			if DocumentID(doc) != batch[i].ID {
-				return r, false, fmt.Errorf("peer %s sent a document that is not the one asked for", p)
+				return r, false, fmt.Errorf("%w: peer %s sent a document that is not the one asked for", errBrokeProtocol, p)
 			}
 			if len(doc) > n.cfg.MaxDocumentSize {
 				return r, false, fmt.Errorf("peer %s sent a document of %d bytes", p, len(doc))
 			}
 		}
+		docs = held
 		stored, errs := n.backend.AcceptMany(fromPeer(ctx), docs)
 		progress := false
 		for i, err := range errs {
@@ -200,7 +214,7 @@ func (n *Network) syncSession(ctx context.Context, p peer.ID) (r SyncResult, com
 		if progress {
 			n.retryHeld(ctx)
 		}
-		if len(docs) < len(batch) {
+		if served < len(batch) {
 			// The answer was cut at the size bound (or the peer lost documents meanwhile): the
 			// rest comes in the next session.
 			return r, false, nil
