@@ -105,6 +105,11 @@ func readArgOrFile(cmd *cobra.Command, s string) (string, error) {
 		b, err := readFileLimited(path, 1<<20)
 		return strings.TrimSpace(string(b)), err
 	}
-	b, err := io.ReadAll(io.LimitReader(r, 1<<20))
+	// One byte more than the limit is read, so that a larger input is refused rather than cut
+	// short and sent.
+	b, err := io.ReadAll(io.LimitReader(r, 1<<20+1))
+	if err == nil && len(b) > 1<<20 {
+		err = fmt.Errorf("standard input larger than %d bytes", 1<<20)
+	}
 	return strings.TrimSpace(string(b)), err
 }
