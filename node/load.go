@@ -11,12 +11,14 @@ import (
 
 	"github.com/schakel-health/schakel/crypto"
 	"github.com/schakel-health/schakel/internal/api"
+	"github.com/schakel-health/schakel/internal/authz"
 	schakelv1 "github.com/schakel-health/schakel/proto/schakel/v1"
 )
 
 // Load generation: `schakel bench` drives a custodian in another process with token requests
 // made beforehand, so that what it measures is the custodian and the transport, not the
-// requester's signing. These two calls are RequestToken split at the network.
+// requester's signing. PrepareTokenRequests, SendTokenRequest and VerifyReceipt are RequestToken
+// split at the network.
 
 // PrepareTokenRequests builds one signed, encrypted assertion per BSN for req (whose Bsn is
 // ignored), as RequestToken would send them. Each has its own jti and expires in five minutes.
@@ -43,6 +45,13 @@ func (n *Node) SendTokenRequest(ctx context.Context, custodian string, assertion
 		return nil, fmt.Errorf("%w: %w", api.ErrUnavailable, err)
 	}
 	return answer, nil
+}
+
+// VerifyReceipt checks a custodian's receipt as RequestToken does: signed by a key the custodian
+// held at the receipt's time, as this node knows it. The caller compares its claims with the
+// request it sent.
+func (n *Node) VerifyReceipt(ctx context.Context, receipt string) (*authz.Receipt, error) {
+	return authz.VerifyReceipt(ctx, receipt, authz.RegistryResolver(n.dids))
 }
 
 // AccessCrypto is the cryptography one token decision cannot avoid — a P-256 ECDH-ES JWE

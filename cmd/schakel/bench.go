@@ -76,7 +76,7 @@ checks that every answer has its entry in the custodian's access log.`,
 	access.Flags().Duration("duration", 10*time.Second, "how long to offer --rate")
 	access.Flags().Int("patients", 1000, "patients with a consent at the custodian; requests cycle through them")
 	access.Flags().String("data", "", "keep the nodes' data directories under this one (default: a temporary directory)")
-	bench.AddCommand(access)
+	bench.AddCommand(access, newBenchMixCmd())
 	return bench
 }
 
