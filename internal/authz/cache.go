@@ -9,9 +9,14 @@ import (
 // two, so the shard is picked by masking the key's first byte.
 const cacheShards = 32
 
+// cacheSweep is the least time between two sweeps of a shard's expired entries, in nanoseconds.
+const cacheSweep = int64(30e9)
+
 // tokenCache maps SHA-256(token) to the introspection result of an active token, until the
-// token's exp. It is bounded: a full shard first drops its expired entries, then arbitrary ones
-// (Go's map iteration order), down to seven eighths of its share. Only tokens whose signature
+// token's exp. Each shard drops its expired entries at an insert at most every cacheSweep, so
+// that memory follows the tokens still valid rather than the bound. It is bounded: a full shard
+// first drops its expired entries, then arbitrary ones (Go's map iteration order), down to seven
+// eighths of its share. Only tokens whose signature
 // verified are inserted, so an attacker cannot fill it with garbage, only with tokens the node
 // itself issued.
 type tokenCache struct {
@@ -22,6 +27,8 @@ type tokenCache struct {
 type cacheShard struct {
 	mu sync.RWMutex
 	m  map[[32]byte]*cacheEntry
+	// nextSweep is when, in Unix nanoseconds, an insert next drops the expired entries.
+	nextSweep int64
 	// pad keeps two shards' locks off one cache line.
 	_ [64 - 32]byte
 }
@@ -66,12 +73,12 @@ func (c *tokenCache) put(k *[32]byte, e *cacheEntry, nowNano int64) {
 	s := c.shard(k)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if nowNano >= s.nextSweep {
+		s.dropExpired(nowNano)
+		s.nextSweep = nowNano + cacheSweep
+	}
 	if _, ok := s.m[*k]; !ok && len(s.m) >= c.perShard {
-		for key, old := range s.m {
-			if nowNano >= old.expNano {
-				delete(s.m, key)
-			}
-		}
+		s.dropExpired(nowNano)
 		target := c.perShard * 7 / 8 // < perShard for every perShard ≥ 1
 		for key := range s.m {
 			if len(s.m) <= target {
@@ -81,6 +88,15 @@ func (c *tokenCache) put(k *[32]byte, e *cacheEntry, nowNano int64) {
 		}
 	}
 	s.m[*k] = e
+}
+
+// dropExpired deletes the entries whose token has expired at nowNano; s.mu is held.
+func (s *cacheShard) dropExpired(nowNano int64) {
+	for key, old := range s.m {
+		if nowNano >= old.expNano {
+			delete(s.m, key)
+		}
+	}
 }
 
 // len returns the number of cached entries, for tests.

@@ -315,3 +315,33 @@ func TestIntrospectionEndToEnd(t *testing.T) {
 		})
 	}
 }
+
+// TestTokenCacheSweepsExpired checks that expired tokens leave the cache at a later insert, well
+// before the cache is full: its memory follows the tokens still valid.
+func TestTokenCacheSweepsExpired(t *testing.T) {
+	c := newTokenCache(1 << 16)
+	const now = int64(1e18)
+	var k [32]byte
+	for i := range 1000 {
+		k[0], k[1], k[2] = byte(i), byte(i>>8), 1
+		c.put(&k, &cacheEntry{expNano: now + 10e9}, now) // valid for 10 s
+	}
+	if got := c.len(); got != 1000 {
+		t.Fatalf("len = %d, want 1000", got)
+	}
+	// Within the sweep interval nothing is swept, even once expired.
+	k[2] = 2
+	c.put(&k, &cacheEntry{expNano: now + 3600e9}, now+cacheSweep/2)
+	if got := c.len(); got != 1001 {
+		t.Fatalf("len before the sweep interval = %d, want 1001", got)
+	}
+	// After it, an insert into each shard drops that shard's expired entries.
+	later := now + cacheSweep + 1
+	for i := range cacheShards {
+		k[0], k[1], k[2] = byte(i), 0, 3
+		c.put(&k, &cacheEntry{expNano: later + 3600e9}, later)
+	}
+	if got := c.len(); got != 1+cacheShards {
+		t.Fatalf("len after the sweep = %d, want %d (the unexpired entries)", got, 1+cacheShards)
+	}
+}
