@@ -92,44 +92,13 @@ func benchAccess(ctx context.Context, out io.Writer, o benchOptions) error {
 	defer d.closeAll()
 	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
 	say("schakel %s bench access — data in %s, %d cores", node.Version, o.dir, runtime.NumCPU())
-	if _, err := d.stepRegister(ctx); err != nil {
-		return err
-	}
-	gpOrg, hospOrg := demoOrgs[0], demoOrgs[2]
-	for _, org := range []demoOrg{gpOrg, hospOrg} {
-		if _, err := d.startOrg(ctx, org); err != nil {
-			return err
-		}
-		if err := d.admit(ctx, org); err != nil {
-			return err
-		}
-	}
-	gp, hosp := d.nodes["gp"], d.nodes["hospital"]
-	if err := hosp.n.Network().Connect(ctx, d.p2pAddr()); err != nil {
-		return err
-	}
-	if err := benchRecordConsents(ctx, gp, hosp.org, o.patients); err != nil {
-		return err
-	}
-	say("set up: register, GP practice (custodian) with %d patients' consents, hospital (requester)", o.patients)
-
-	// The custodian goes on in a process of its own.
-	if err := d.stopNode(ctx, "gp"); err != nil {
-		return err
-	}
-	child, err := startCustodian(ctx, filepath.Join(o.dir, "gp"), d.reg.DID(), hosp.n.Network().Addrs()[0])
+	gp, hosp, child, req, err := benchNetwork(ctx, d, o.dir, o.patients, say)
 	if err != nil {
 		return err
 	}
 	defer child.stop()
 	say("custodian: 'schakel run' as process %d, API %s", child.cmd.Process.Pid, child.api)
 
-	jkt, err := d.ehrKey()
-	if err != nil {
-		return err
-	}
-	req := &schakelv1.RequestTokenRequest{Organization: hosp.org, Custodian: gp.org, DataCategory: "medication", Purpose: "TREAT",
-		Employee: &schakelv1.AccessEmployee{Uzi: "900012345", Role: "01.015", Name: "A. de Vries", Assurance: "high"}, DpopJkt: jkt}
 	// The first request waits for the two nodes to admit each other again.
 	probe := func() (bool, error) {
 		a, err := hosp.n.PrepareTokenRequests(ctx, req, []string{benchBSN(0)})
@@ -213,6 +182,47 @@ func benchAccess(ctx context.Context, out io.Writer, o benchOptions) error {
 	}
 	say("every answer has its entry in the custodian's log")
 	return nil
+}
+
+// benchNetwork sets up what the bench commands drive: a register, the GP practice (the custodian)
+// holding one consent per patient for the hospital (the requester), and the GP practice's node
+// restarted as its own 'schakel run' process under dir, which the caller stops. req is the
+// hospital's token request, without its BSN.
+func benchNetwork(ctx context.Context, d *demo, dir string, patients int, say func(string, ...any)) (gp, hosp *orgNode, child *custodianProcess, req *schakelv1.RequestTokenRequest, err error) {
+	if _, err = d.stepRegister(ctx); err != nil {
+		return
+	}
+	for _, org := range []demoOrg{demoOrgs[0], demoOrgs[2]} {
+		if _, err = d.startOrg(ctx, org); err != nil {
+			return
+		}
+		if err = d.admit(ctx, org); err != nil {
+			return
+		}
+	}
+	gp, hosp = d.nodes["gp"], d.nodes["hospital"]
+	if err = hosp.n.Network().Connect(ctx, d.p2pAddr()); err != nil {
+		return
+	}
+	if err = benchRecordConsents(ctx, gp, hosp.org, patients); err != nil {
+		return
+	}
+	say("set up: register, GP practice (custodian) with %d patients' consents, hospital (requester)", patients)
+	// The custodian goes on in a process of its own.
+	if err = d.stopNode(ctx, "gp"); err != nil {
+		return
+	}
+	if child, err = startCustodian(ctx, filepath.Join(dir, "gp"), d.reg.DID(), hosp.n.Network().Addrs()[0]); err != nil {
+		return
+	}
+	jkt, err := d.ehrKey()
+	if err != nil {
+		child.stop()
+		return
+	}
+	req = &schakelv1.RequestTokenRequest{Organization: hosp.org, Custodian: gp.org, DataCategory: "medication", Purpose: "TREAT",
+		Employee: &schakelv1.AccessEmployee{Uzi: "900012345", Role: "01.015", Name: "A. de Vries", Assurance: "high"}, DpopJkt: jkt}
+	return gp, hosp, child, req, nil
 }
 
 // benchRecordConsents records, at the GP practice, a desk consent for grantee for each of n

@@ -219,31 +219,7 @@ func benchMix(ctx context.Context, out io.Writer, o mixOptions, keep bool) error
 	defer d.closeAll()
 	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
 	say("schakel %s bench mix — data in %s, %d cores, load average %s", node.Version, o.dir, runtime.NumCPU(), loadAverage())
-	if _, err := d.stepRegister(ctx); err != nil {
-		return err
-	}
-	gpOrg, hospOrg := demoOrgs[0], demoOrgs[2]
-	for _, org := range []demoOrg{gpOrg, hospOrg} {
-		if _, err := d.startOrg(ctx, org); err != nil {
-			return err
-		}
-		if err := d.admit(ctx, org); err != nil {
-			return err
-		}
-	}
-	gp, hosp := d.nodes["gp"], d.nodes["hospital"]
-	if err := hosp.n.Network().Connect(ctx, d.p2pAddr()); err != nil {
-		return err
-	}
-	if err := benchRecordConsents(ctx, gp, hosp.org, o.patients); err != nil {
-		return err
-	}
-	say("set up: register, GP practice (custodian) with %d patients' consents, hospital (requester)", o.patients)
-
-	if err := d.stopNode(ctx, "gp"); err != nil {
-		return err
-	}
-	child, err := startCustodian(ctx, filepath.Join(o.dir, "gp"), d.reg.DID(), hosp.n.Network().Addrs()[0])
+	gp, hosp, child, req, err := benchNetwork(ctx, d, o.dir, o.patients, say)
 	if err != nil {
 		return err
 	}
@@ -254,15 +230,10 @@ func benchMix(ctx context.Context, out io.Writer, o mixOptions, keep bool) error
 	}
 	say("custodian: 'schakel run' as process %d, API %s (%s)", child.cmd.Process.Pid, child.api, tokenNote)
 
-	jkt, err := d.ehrKey()
-	if err != nil {
-		return err
-	}
 	m := &mixTarget{
 		hosp: hosp.n, custodian: gp.org, requester: hosp.org, api: child.api,
 		bsns: make([]string, o.patients),
-		req: &schakelv1.RequestTokenRequest{Organization: hosp.org, Custodian: gp.org, DataCategory: "medication", Purpose: "TREAT",
-			Employee: &schakelv1.AccessEmployee{Uzi: "900012345", Role: "01.015", Name: "A. de Vries", Assurance: "high"}, DpopJkt: jkt},
+		req:  req,
 	}
 	for i := range m.bsns {
 		m.bsns[i] = benchBSN(i)
